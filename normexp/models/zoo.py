@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from normexp.errors import ConfigError, choices
@@ -25,10 +26,14 @@ def tv_resnet(in_shape, num_classes: int, norm: NormSpec, arch: str = "resnet50"
         model.maxpool = nn.Identity()
     elif in_shape[0] != 3:
         model.conv1 = nn.Conv2d(in_shape[0], 64, 7, stride=2, padding=3, bias=False)
+    if not norm.shifts:  # torchvision's convs leave the shift to the norm; without one they need their bias
+        for conv in model.modules():
+            if isinstance(conv, nn.Conv2d) and conv.bias is None:
+                conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
     if zero_init_last:  # torchvision's zero_init_residual assumes BN; this works for any norm with a gamma
+        blocks = (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)
         for block in model.modules():
             last = getattr(block, "bn3", None) or getattr(block, "bn2", None)
-            if isinstance(block, (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)) \
-                    and getattr(last, "weight", None) is not None:
+            if isinstance(block, blocks) and getattr(last, "weight", None) is not None:
                 nn.init.zeros_(last.weight)
     return model

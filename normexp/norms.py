@@ -1,4 +1,4 @@
-"""Normalization layers behind one registry: a name -> a layer built as ``create_norm(name, num_channels, **opts)``.
+"""Normalization layers behind one registry, built as ``create_norm(name, num_channels, **options)``.
 
 Every layer takes ``num_channels`` first and works on (N, C) and (N, C, *spatial) inputs. Statistics of the
 batch-based layers are per channel over every dim but C, so conv positions count as batch (as in the papers).
@@ -88,7 +88,8 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
         return y * _per_channel(self.weight, y) + _per_channel(self.bias, y)
 
     def _eval_normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, eps=self.eps)
 
 
 @torch.no_grad()
@@ -101,7 +102,8 @@ def recompute_population_stats(model: nn.Module, batches) -> bool:
         return False
     momenta = [m.momentum for m in layers]
     was_training = model.training
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = [torch.cuda.current_device()] if cuda_in_use else []
     with torch.random.fork_rng(devices=devices):
         for m in layers:
             m.reset_running_stats()
@@ -109,7 +111,7 @@ def recompute_population_stats(model: nn.Module, batches) -> bool:
         model.train()
         for x in batches:
             model(x)
-    for m, momentum in zip(layers, momenta):
+    for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
     return True
@@ -132,7 +134,8 @@ class GroupNorm(_GroupNormBase):
         if channels_per_group:
             if channels_per_group <= 0 or num_channels % channels_per_group:
                 raise ConfigError("norm.channels_per_group", channels_per_group,
-                                  f"must divide the layer's {num_channels} channels: {_divisors(num_channels)}")
+                                  f"must divide the layer's {num_channels} channels: "
+                                  f"{_divisors(num_channels)}")
             groups = num_channels // channels_per_group
         if not groups or groups <= 0 or num_channels % groups:
             raise ConfigError("norm.groups", groups,
@@ -193,7 +196,8 @@ class NoisyBatchNorm(BatchNorm):
             return a
         c = a.size(1)
         unit_mean = _per_channel((torch.rand(c, device=a.device) * 2 - 1) * self.mean_range, a)
-        unit_std = _per_channel(self.std_low + torch.rand(c, device=a.device) * (self.std_high - self.std_low), a)
+        spread = self.std_high - self.std_low
+        unit_std = _per_channel(self.std_low + torch.rand(c, device=a.device) * spread, a)
         m = unit_mean + (torch.rand_like(a) * 2 - 1) * self.shift_jitter
         s = unit_std + torch.randn_like(a) * self.scale_jitter
         return s * a + m
@@ -291,7 +295,8 @@ class FrozenBatchNorm(BatchNorm):
     """BN that always normalizes with its running statistics (eval-mode BN), e.g. when fine-tuning a
     pretrained net on small batches. The statistics never update; ``freeze_affine`` also fixes gamma, beta."""
 
-    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, freeze_affine: bool = False):
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 freeze_affine: bool = False):
         super().__init__(num_channels, eps=eps, affine=affine)
         if affine and freeze_affine:
             self.weight.requires_grad_(False)
@@ -330,8 +335,9 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         var = all_reduce(centred.pow(2).sum(dims), group=group) / n
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_((var * n / (n - 1)).detach(), self.momentum)
+            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), m)
+            self.running_var.lerp_((var * n / (n - 1)).detach(), m)
         y = centred * _per_channel(torch.rsqrt(var + self.eps), x)
         if self.affine:
             y = y * _per_channel(self.weight, x) + _per_channel(self.bias, x)
@@ -340,7 +346,7 @@ class SyncBatchNorm(nn.SyncBatchNorm):
 
 @dataclass(frozen=True)
 class NormSpec:
-    """What a model needs to place norms: which layer, with which options, before or after the nonlinearity."""
+    """What a model needs to place norms: which layer, its options, before or after the nonlinearity."""
 
     name: str = "none"
     placement: str = "before"
@@ -369,7 +375,8 @@ class NormSpec:
 
     @property
     def shifts(self) -> bool:
-        """Whether the norm adds a learned shift right after the preceding layer (which then drops its bias)."""
+        """Whether the norm adds a learned shift right after the preceding layer (which then drops its
+        bias)."""
         return self.name not in SHIFT_FREE and self.options.get("affine", True) and self.placement == "before"
 
     @property

@@ -82,6 +82,11 @@ def test_every_model_builds_with_every_norm_and_one_sgd_step_lowers_the_loss(com
     assert after < before
 
 
+def test_instance_norm_is_refused_before_fully_connected_hidden_layers(compose):
+    with pytest.raises(ConfigError, match="norm.name='instance'.*fully connected"):
+        validate(compose(["model=vgg_small", "model.classifier=[16]", "norm=instance"]))
+
+
 # ---------------------------------------------------------------- bias dropping and placement
 
 class _NormsAsLeaves(fx.Tracer):

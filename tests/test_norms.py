@@ -438,3 +438,11 @@ def test_norm_spec_rejects_unknown_names_placements_and_options():
     assert not NormSpec("batch", "after").shifts
     assert not NormSpec("batch", options={"affine": False}).shifts
     assert NormSpec("ghost_batch").uses_batch_statistics and not NormSpec("group").uses_batch_statistics
+
+
+def test_a_run_with_population_statistics_completes(compose, tmp_path):
+    from normexp.train import run
+
+    summary = run(compose(["norm=batch", "norm.stats=population", "norm.population_batches=3",
+                           "train.steps=10", "data.train_subset=256", "data.test_subset=100"]), tmp_path)
+    assert summary["status"] == "completed" and summary["test_acc"] is not None

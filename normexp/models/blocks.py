@@ -37,7 +37,16 @@ def conv_block(c_in: int, c_out: int, norm: NormSpec, act: str, kernel: int = 3,
 
 
 def linear_block(d_in: int, d_out: int, norm: NormSpec, act: str) -> Block:
-    return Block(nn.Linear(d_in, d_out, bias=not norm.shifts), norm(d_out), activation(act), norm.placement)
+    return Block(nn.Linear(d_in, d_out, bias=not norm.shifts), linear_norm(norm, d_out), activation(act),
+                 norm.placement)
+
+
+def linear_norm(norm: NormSpec, width: int) -> nn.Module:
+    """The norm after a linear layer, refused at build time where it could not work on (N, C) input."""
+    if norm.name == "instance":
+        raise ConfigError("norm.name", norm.name, "instance norm needs spatial dims and this model has fully "
+                          "connected hidden layers (each value would be normalized alone)")
+    return norm(width)
 
 
 def parametrized_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

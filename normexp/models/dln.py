@@ -10,7 +10,7 @@ import math
 
 from torch import nn
 
-from normexp.models.blocks import Block
+from normexp.models.blocks import Block, linear_norm
 from normexp.norms import NormSpec
 
 
@@ -21,5 +21,6 @@ def dln(in_shape, num_classes: int, norm: NormSpec, depth: int = 25, width: int 
     for i in range(depth):
         linear = nn.Linear(dims[i], dims[i + 1], bias=False)
         last = i == depth - 1
-        layers.append(linear if last else Block(linear, norm(dims[i + 1]), nn.Identity(), norm.placement))
+        layers.append(linear if last else Block(linear, linear_norm(norm, dims[i + 1]), nn.Identity(),
+                                                norm.placement))
     return nn.Sequential(*layers)

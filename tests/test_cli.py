@@ -24,6 +24,8 @@ def _run(tool: str, *args, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.skipif(not (data_module.FASHION_DEBIAN_DIR / f"{data_module.IDX_FILES[0]}.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed (make test installs it as root)")
 def test_the_readme_training_line_at_smoke_size(tmp_path):
     run_dir = tmp_path / "run"
     result = _run("normexp-train", "model=vgg_small", "norm=group", "norm.groups=8", "data=fashion_mnist",

@@ -307,6 +307,7 @@ def test_sync_batch_norm_without_a_process_group_is_bn():
     torch.testing.assert_close(sync.running_var, ref.running_var)
 
 
+@pytest.mark.slow  # two spawned processes importing torch: 5-15 s
 def test_sd4_sync_bn_on_two_gloo_processes_equals_one_process_with_the_whole_batch(tmp_path, monkeypatch):
     import sys
 

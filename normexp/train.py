@@ -1,9 +1,11 @@
 """normexp-train: one run, from a Hydra config to a run directory.
 
-Read top to bottom: ``run`` builds everything (device, seed, data on the device, model with its norm,
-optimizer, probes) and hands it to ``train_loop``; the loop reads loss values from the device only at the
-log cadence, evaluates, checkpoints and writes records. ``main`` is the Hydra entry, ``cli`` the console
-script that checks every job of the command line before Hydra starts any.
+Read top to bottom: ``run`` validates the config, decides between a fresh start, a resume from
+``checkpoint.pt`` and a finished run dir, and records a failure whatever raised it; ``build_loop`` builds
+everything (seed, data on the device, model with its norm, optimizer, probes, trackers); ``Loop.train``
+reads loss values from the device only at the log cadence, evaluates, checkpoints and writes records, and
+ends a run as ``diverged`` at the first non-finite or too large loss. ``main`` is the Hydra entry, ``cli``
+the console script that checks every job of the command line before Hydra starts any.
 """
 
 from __future__ import annotations
@@ -277,17 +279,21 @@ class Loop:
             t.log(record)
 
     def train(self) -> dict:
-        cfg, model, data = self.cfg, self.model, self.data
-        log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
-        ckpt_every = int(cfg.train.checkpoint_every)
+        cfg, model = self.cfg, self.model
         forward = torch.compile(model) if cfg.train.compile else model
-        channels_last = bool(cfg.train.channels_last)
         model.train()
-        if self.start == 0 and eval_every:
+        if self.start == 0 and cfg.train.eval_every:
             self.evaluate(0)
         bar = tqdm(total=self.steps, initial=self.start, delay=3, disable=not cfg.train.progress, leave=False,
                    dynamic_ncols=True, desc=self.record.dir.name)
-        for step in range(self.start, self.steps):
+        with bar:
+            return self.steps_from(self.start, forward, bar)
+
+    def steps_from(self, start: int, forward, bar) -> dict:
+        cfg, data = self.cfg, self.data
+        log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
+        ckpt_every, channels_last = int(cfg.train.checkpoint_every), bool(cfg.train.channels_last)
+        for step in range(start, self.steps):
             x, y = data.batch(step)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -298,7 +304,6 @@ class Loop:
             loss.backward()
             if self.probes.probes and self.probes.due(step):
                 if self.window.diverged_at is not None:  # probes sync anyway; don't measure a broken model
-                    bar.close()
                     return self.end_diverged()
                 t0 = time.perf_counter()
                 for r in self.probes.run(step, (x, y), self.optimizer):
@@ -310,7 +315,6 @@ class Loop:
             self.trained_steps += 1
             if done % log_every == 0 or done == self.steps:
                 if self.window.diverged_at is not None:
-                    bar.close()
                     return self.end_diverged()
                 values = self.log_train()
                 bar.update(done - bar.n)
@@ -319,7 +323,6 @@ class Loop:
                 self.evaluate(done)
             if ckpt_every and done % ckpt_every == 0 and done < self.steps:
                 self.save_checkpoint()
-        bar.close()
         return self.summary("completed")
 
     def log_train(self) -> dict:

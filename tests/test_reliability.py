@@ -26,6 +26,7 @@ from normexp.checkpoint import load_checkpoint
 from normexp.config import compose
 from normexp.data import TensorData
 from normexp.errors import ConfigError
+from normexp.probes import PROBES, Probe
 from normexp.records import CHECKPOINT, METRICS, MODEL, SUMMARY, read_json, read_metrics
 from normexp.train import run
 
@@ -243,13 +244,7 @@ def test_full_disk_everywhere_raises_the_first_error_and_leaves_no_partial_summa
 # ---------------------------------------------------------------- divergence
 
 def test_a_forced_nan_ends_the_run_as_diverged_at_that_step(tmp_path, monkeypatch):
-    real_batch = TensorData.batch
-
-    def batch(self, step):
-        x, y = real_batch(self, step)
-        return (torch.full_like(x, math.nan), y) if step == 7 else (x, y)
-
-    monkeypatch.setattr(TensorData, "batch", batch)
+    monkeypatch.setattr(TensorData, "batch", _nan_batch(TensorData.batch, at=7))
     summary = train(tmp_path, [*FAST, "train.log_every=5", "train.checkpoint_every=5"])
     assert summary["status"] == "diverged" and summary["diverged_step"] == 7
     assert summary["step"] == 10  # noticed at the next log, without a host sync per step
@@ -258,6 +253,29 @@ def test_a_forced_nan_ends_the_run_as_diverged_at_that_step(tmp_path, monkeypatc
     assert last["step"] == 10 and last["split"] == "train" and math.isnan(last["loss"])
     assert read_json(tmp_path / SUMMARY) == summary
     assert not (tmp_path / CHECKPOINT).exists()
+
+
+def test_divergence_is_caught_before_a_probe_measures_the_broken_model(tmp_path, monkeypatch):
+    class FiniteGradients(Probe):
+        def measure(self, ctx):
+            grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
+            assert all(torch.isfinite(g).all() for g in grads), "a probe saw non-finite gradients"
+            return {"grad_norm": float(torch.stack([g.norm() for g in grads]).norm())}
+
+    monkeypatch.setitem(PROBES, "finite_gradients", FiniteGradients)
+    monkeypatch.setattr(TensorData, "batch", _nan_batch(TensorData.batch, at=7))
+    summary = train(tmp_path, [*FAST, "+probes.finite_gradients.every=1"])
+    assert summary["status"] == "diverged" and summary["diverged_step"] == 7 and summary["step"] == 7
+    probed = [r["step"] for r in read_metrics(tmp_path) if r["split"] == "probe"]
+    assert probed == list(range(7))
+
+
+def _nan_batch(real_batch, at: int):
+    def batch(self, step):
+        x, y = real_batch(self, step)
+        return (torch.full_like(x, math.nan), y) if step == at else (x, y)
+
+    return batch
 
 
 def test_a_loss_above_the_bound_diverges_at_the_first_step(tmp_path):

@@ -281,7 +281,7 @@ def _check_optimizer(cfg) -> None:
     module, _, name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
+    except Exception:  # noqa: BLE001 - a module that is not there, or fails to import
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError("optim._target_", target, "must name a torch.optim.Optimizer, e.g. torch.optim.SGD")

@@ -286,10 +286,17 @@ def test_a_loss_above_the_bound_diverges_at_the_first_step(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_goes_on_past_a_diverging_job_and_the_table_says_diverged(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
-    done = subprocess.run(cli_command("-m", *FAST, "optim.lr=0.01,1e6", f"hydra.sweep.dir={sweep_dir}"),
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    command = cli_command("-m", *FAST, "optim.lr=0.01,1e6", f"hydra.sweep.dir={sweep_dir}")
+    done = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [read_json(sweep_dir / str(i) / SUMMARY)["status"] for i in (0, 1)] == ["completed", "diverged"]
+    assert "diverged at step 5 (loss bad from step 1)" in done.stdout
+
+    # the same sweep again into the same folder: finished jobs (diverged ones too) are left as they are
+    files = {p: p.read_bytes() for p in sweep_dir.glob("*/*") if p.is_file()}
+    again = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.read_bytes() for p in files} == files
 
     table = results.load_runs(sweep_dir)
     assert table["status"].tolist() == ["completed", "diverged"]

@@ -190,26 +190,10 @@ def test_random_override_lists_give_a_valid_config_or_one_clear_line(items, swee
 
 # ---------------------------------------------------------------- the console script
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NORMEXP_DATA": os.environ.get("NORMEXP_DATA", str(REPO / "data"))}
-    return subprocess.run([sys.executable, "-m", "normexp.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_a_sweep_with_one_bad_job_exits_2_with_one_line_before_any_job_starts(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    done = _cli("-m", "profile=smoke", "norm=group", "norm.groups=4,3", f"hydra.sweep.dir={sweep_dir}",
-                cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.splitlines() == ["normexp-train: error: norm.groups=3 is not valid: must divide the "
-                                        "layer's 8 channels: choose one of 1, 2, 4, 8"]
-    assert not sweep_dir.exists() and not (tmp_path / "outputs").exists()
-
-
 @pytest.mark.slow
 def test_a_job_that_fails_validation_inside_hydra_leaves_no_run_dir(tmp_path):
-    """The check inside each job (launcher workers, ``main`` called directly) behaves the same."""
+    """The check inside each job (launcher workers, ``main`` called directly) behaves as the console
+    script's check of the whole command line before Hydra starts (tested in test_cli.py)."""
     code = "import sys; from normexp.train import main; sys.argv[0] = 'normexp-train'; main()"
     env = {**os.environ, "NORMEXP_DATA": os.environ.get("NORMEXP_DATA", str(REPO / "data"))}
     done = subprocess.run([sys.executable, "-c", code, "profile=smoke", "data.batch_size=0",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normexp.records import CHECKPOINT, atomic_write_bytes
+from normexp.records import CHECKPOINT, MODEL, atomic_write_bytes
 
 
 def rng_state() -> dict:
@@ -32,10 +32,19 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _save(obj, path: Path) -> None:
+    buffer = io.BytesIO()  # serialized in memory, so the file on disk is only ever whole (atomic rename)
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
+    _save(state, Path(run_dir) / CHECKPOINT)
+
+
+def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
+    """The final ``state_dict`` (parameters and buffers such as BN running statistics) as ``model.pt``."""
+    _save(model.state_dict(), Path(run_dir) / MODEL)
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

@@ -1,18 +1,24 @@
 """Config composition and validation: every key is checked before any work starts.
 
-``validate(cfg)`` raises :class:`ConfigError` (one line: key, bad value, what is allowed). ``check_command_line``
-composes every job of a command line (sweeps expanded) and validates each, so a typo in the 40th job of a
-sweep stops the sweep before the first job trains.
+``validate(cfg)`` raises :class:`ConfigError` (one line: key, bad value, what is allowed) for the first bad
+key: unknown keys, wrong types, out-of-range values, options a model/norm/optimizer does not take, and
+combinations that cannot work (group sizes, batch size vs batch statistics, a model too deep for the
+input, data missing offline, a device that is not there). ``check_jobs`` composes every job of a command
+line (sweeps expanded) and validates each, so a typo in the 40th job of a sweep stops the sweep before the
+first job trains.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import itertools
 import math
 import os
-import re
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +29,8 @@ from normexp.errors import ConfigError, choices
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICES = ("auto", "cpu", "cuda")
 MAX_JOBS_CHECKED = 2000
+SECTIONS = ("seed", "device", "profile", "train", "model", "norm", "data", "optim", "schedule", "probes",
+            "logger")
 
 
 def new_run_stamp() -> str:
@@ -32,8 +40,8 @@ def new_run_stamp() -> str:
 
 # The stamp travels in the environment so parallel launcher workers put a sweep's jobs in one folder.
 if not OmegaConf.has_resolver("normexp_stamp"):
-    OmegaConf.register_new_resolver("normexp_stamp", lambda: os.environ.get("NORMEXP_RUN_STAMP") or new_run_stamp(),
-                                    use_cache=True)
+    OmegaConf.register_new_resolver(
+        "normexp_stamp", lambda: os.environ.get("NORMEXP_RUN_STAMP") or new_run_stamp(), use_cache=True)
 
 
 def group_options(group: str) -> list[str]:
@@ -44,38 +52,206 @@ def config_groups() -> list[str]:
     return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 
 
-# ---------------------------------------------------------------- value checks
-
-def _number(cfg, key: str, kind=float, low=None, strict=False, optional=False):
-    value = OmegaConf.select(cfg, key)
-    if value is None and optional:
-        return None
-    want = ("an integer" if kind is int else "a number") + (
-        "" if low is None else f" {'>' if strict else '>='} {low}") + (" or null" if optional else "")
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and kind is int and not float(value).is_integer():
-        ok = False
-    if ok and not math.isfinite(float(value)):
-        ok = False
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        raise ConfigError(key, value, f"must be {want}")
-    return kind(value)
+@functools.lru_cache
+def declared_keys(group: str, name: str) -> tuple[str, ...]:
+    """The keys the group's yaml files declare for ``name`` (e.g. data=gaussian_linear: dim, n_train, ...)."""
+    keys: dict = {}
+    for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if node.get("name") == name:
+            keys.update(dict.fromkeys(node.keys()))
+    return tuple(keys)
 
 
-def _one_of(cfg, key: str, allowed) -> str:
-    value = OmegaConf.select(cfg, key)
-    if value not in allowed:
-        raise ConfigError(key, value, choices(allowed))
-    return value
+# ---------------------------------------------------------------- value checks: (key, value) -> None
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _flag(cfg, key: str, allowed=(True, False)):
-    value = OmegaConf.select(cfg, key)
-    if not any(value is a or (isinstance(a, str) and value == a) for a in allowed):
-        raise ConfigError(key, value, "choose one of: " + ", ".join(str(a).lower() for a in allowed))
-    return value
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _bounds(low, high, strict) -> str:
+    text = "" if low is None else f" {'>' if strict else '>='} {low}"
+    return text + ("" if high is None else f"{' and' if text else ''} <= {high}")
+
+
+def _in_range(v, low, high, strict) -> bool:
+    return (low is None or (v > low if strict else v >= low)) and (high is None or v <= high)
+
+
+def integer(low=None, high=None, optional=False, exact=False):
+    """An integer (``exact=False`` also takes 1e4 and 2.0: Hydra reads those as floats; the code casts)."""
+    def check(key, v):
+        if v is None and optional:
+            return
+        whole = _is_int(v) or (not exact and _is_number(v) and math.isfinite(v) and float(v).is_integer())
+        if not (whole and _in_range(v, low, high, False)):
+            or_null = " or null" if optional else ""
+            raise ConfigError(key, v, f"must be an integer{_bounds(low, high, False)}{or_null}")
+    return check
+
+
+def number(low=None, high=None, strict=False, optional=False, finite=True):
+    def check(key, v):
+        if v is None and optional:
+            return
+        if not (_is_number(v) and (math.isfinite(v) or not finite) and _in_range(v, low, high, strict)):
+            or_null = " or null" if optional else ""
+            raise ConfigError(key, v, f"must be a number{_bounds(low, high, strict)}{or_null}")
+    return check
+
+
+def flag(optional=False):
+    def check(key, v):
+        if not (isinstance(v, bool) or (v is None and optional)):
+            raise ConfigError(key, v, "choose one of: true, false" + (", null" if optional else ""))
+    return check
+
+
+def one_of(*allowed):
+    def check(key, v):
+        if not isinstance(v, (str, int, float, type(None))) or v not in allowed:
+            raise ConfigError(key, v, choices(allowed))
+    return check
+
+
+def text(optional=False):
+    def check(key, v):
+        if not (isinstance(v, str) and v or (v is None and optional)):
+            raise ConfigError(key, v, "must be a non-empty string" + (" or null" if optional else ""))
+    return check
+
+
+def list_of(item_check, what: str):
+    def check(key, v):
+        if not isinstance(v, (list, tuple)):
+            raise ConfigError(key, v, f"must be a list of {what}")
+        for i, item in enumerate(v):
+            item_check(f"{key}[{i}]", item)
+    return check
+
+
+# Keys of the fixed sections (top level, train, data, schedule, logger). A key in REQUIRED must be present;
+# the others are checked when the chosen group option declares them.
+SCHEMA = {
+    "seed": integer(0, 2**31 - 1),
+    "device": one_of(*DEVICES),
+    "profile": one_of(*group_options("profile")),
+    "train.steps": integer(1, optional=True),
+    "train.epochs": integer(1, optional=True),
+    "train.log_every": integer(1),
+    "train.eval_every": integer(0),
+    "train.checkpoint_every": integer(0),
+    "train.resume": flag(),
+    "train.save_final": flag(),
+    "train.diverge_loss": number(0, strict=True, finite=False),  # inf: only non-finite losses
+    "train.threads": integer(0),
+    "train.compile": flag(),
+    "train.channels_last": flag(),
+    "train.deterministic": flag(),
+    "train.progress": flag(),
+    "data.root": text(),
+    "data.batch_size": integer(1),
+    "data.eval_batch_size": integer(1),
+    "data.train_subset": integer(1, optional=True),
+    "data.test_subset": integer(1, optional=True),
+    "data.normalize": one_of("standardize", "unit", "none"),
+    "data.binarize": flag(),
+    "data.crop_padding": integer(0),
+    "data.flip": flag(),
+    "data.download": flag(),
+    "data.dim": integer(1),
+    "data.n_train": integer(1),
+    "data.n_test": integer(1),
+    "data.matrix_seed": integer(0),
+    "data.crop": integer(1),
+    "data.num_classes": integer(2),
+    "data.workers": integer(0),
+    "schedule.warmup_steps": integer(0),
+    "schedule.milestones": list_of(number(0, 1), "fractions of the run in [0, 1]"),
+    "schedule.gamma": number(0, strict=True),
+    "logger.mode": one_of("offline", "online", "disabled"),
+    "logger.project": text(),
+    "logger.entity": text(optional=True),
+    "logger.group": text(optional=True),
+    "logger.tags": list_of(text(), "strings"),
+    "optim._target_": text(),
+    "optim.lr": number(0, strict=True),
+    "norm.eps": number(0, strict=True),
+    "norm.momentum": number(0, 1),
+    "model.init_scale": number(),
+}
+REQUIRED = ("seed", "device", "profile", *(k for k in SCHEMA if k.startswith("train.")),
+            "data.name", "data.batch_size", "optim._target_", "optim.lr", "schedule.name", "logger.name",
+            "model.name", "norm.name")
+_ABSENT = object()
+
+
+def _select(cfg, key: str):
+    value = OmegaConf.select(cfg, key, default=_ABSENT)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _check_option_types(section: str, options: dict, params) -> None:
+    """Constructor options against the constructor's annotations (or default types): a bool is a bool, an
+    int a positive int, a float a non-negative number, a tuple a list. Values are passed to constructors as
+    they are, so integers must be exact here."""
+    for key, value in options.items():
+        p = params.get(key)
+        if p is None or p.default is inspect.Parameter.empty:
+            continue
+        ann = p.annotation if isinstance(p.annotation, str) else str(p.annotation)
+        if ann == str(inspect.Parameter.empty):
+            ann = type(p.default).__name__
+        optional = "None" in ann or p.default is None
+        where = f"{section}.{key}"
+        if value is None and optional:
+            continue
+        if "tuple" in ann or "list" in ann:
+            names = any(isinstance(d, str) for d in p.default)  # e.g. vgg's layout: channel counts and "M"
+            floats = any(isinstance(d, float) for d in p.default)  # e.g. Adam's betas
+            want = "a number >= 0" if floats else "a positive integer" + (" or a name" if names else "")
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(where, value, f"must be a list; each item {want}")
+            for i, item in enumerate(value):
+                ok = (_is_number(item) and item >= 0) if floats else (_is_int(item) and item >= 1)
+                if not (ok or names and isinstance(item, str) and item):
+                    raise ConfigError(f"{where}[{i}]", item, f"must be {want}")
+        elif "bool" in ann:
+            flag(optional)(where, value)
+        elif "float" in ann:
+            number(0, optional=optional, finite=False)(where, value)
+        elif "int" in ann:
+            integer(1, optional=optional, exact=True)(where, value)
+        elif "str" in ann:
+            text(optional)(where, value)
+
+
+def _check_sections(cfg) -> None:
+    for key in cfg:
+        if key not in SECTIONS:
+            raise ConfigError(key, _select(cfg, key), "no such config key; the top level takes: "
+                              + ", ".join(SECTIONS))
+    for key in REQUIRED:
+        if _select(cfg, key) is _ABSENT:
+            raise ConfigError(key, None, "is required (it has no default once removed)")
+    closed = {"train": [k.split(".", 1)[1] for k in SCHEMA if k.startswith("train.")],
+              **{group: declared_keys(group, cfg[group].name) for group in ("data", "schedule", "logger")}}
+    for section, allowed in closed.items():
+        if not allowed:  # an unknown name: its own check says what is allowed
+            continue
+        for key in cfg[section]:
+            if key not in allowed:
+                where = f"{section}={cfg[section].name}" if section != "train" else "train"
+                raise ConfigError(f"{section}.{key}", _select(cfg, f"{section}.{key}"),
+                                  f"no such config key; {where} takes: {', '.join(allowed)}")
+    for key, check in SCHEMA.items():
+        value = _select(cfg, key)
+        if value is not _ABSENT:
+            check(key, value)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,7 +259,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError("device", name, choices(DEVICES))
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", name, "CUDA is not available on this machine; choose one of: auto, cpu")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def total_steps(cfg, n_train: int) -> int:
@@ -93,42 +271,77 @@ def total_steps(cfg, n_train: int) -> int:
     return int(cfg.train.steps)
 
 
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _check_optimizer(cfg) -> None:
+    target = cfg.optim._target_
+    module, _, name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except Exception:  # noqa: BLE001 - a module that is not there, or fails to import
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError("optim._target_", target, "must name a torch.optim.Optimizer, e.g. torch.optim.SGD")
+    params = inspect.signature(cls.__init__).parameters
+    options = {k: v for k, v in OmegaConf.to_container(cfg.optim, resolve=True).items() if k != "_target_"}
+    for key, value in options.items():
+        if key not in params or key in ("self", "params"):
+            raise ConfigError(f"optim.{key}", value, f"{cls.__name__} takes: {', '.join(list(params)[2:])}")
+    _check_option_types("optim", options, params)
+    try:
+        cls([torch.zeros(1, requires_grad=True)], **options)
+    except Exception as e:  # noqa: BLE001 - torch checks values with ValueError and friends
+        message = _first_line(e)
+        key = next((k for k in options if k.replace("_", " ") in message.replace("_", " ").lower()), None)
+        key = key or ("lr" if "learning rate" in message else None)
+        raise ConfigError(f"optim.{key}" if key else "optim._target_", options.get(key, target),
+                          f"{cls.__name__} refuses it: {message}") from None
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check every key a run reads; raise ConfigError on the first bad one. Cheap: the model is built on
-    the meta device and no data is loaded (only its presence is checked)."""
+    """Check every key a run reads; raise ConfigError on the first bad one. Cheap: the model is built and
+    run once on the meta device (no memory, no compute) and no data is loaded, only its presence checked."""
     from normexp.data import check_available, data_info
     from normexp.loggers import LOGGERS
-    from normexp.models import FLAT_INPUT_MODELS, build_model
-    from normexp.norms import NormSpec
-    from normexp.optim import lr_factor
+    from normexp.models import FLAT_INPUT_MODELS, MODELS, build_model
+    from normexp.norms import NORMS, NormSpec
+    from normexp.optim import SCHEDULES
+    from normexp.probes import ProbeSet
 
-    resolve_device(cfg.get("device"))
-    _number(cfg, "seed", int, 0)
-    _one_of(cfg, "profile", group_options("profile"))
-    _number(cfg, "train.steps", int, 0, strict=True, optional=cfg.train.get("epochs") is not None)
-    _number(cfg, "train.epochs", int, 0, strict=True, optional=True)
-    for key in ("log_every", "eval_every", "checkpoint_every", "threads"):
-        _number(cfg, f"train.{key}", int, 0)
-    if int(cfg.train.log_every) == 0:
-        raise ConfigError("train.log_every", 0, "must be an integer >= 1")
-    _number(cfg, "train.diverge_loss", float, 0, strict=True)
-    for key in ("compile", "channels_last", "deterministic", "progress"):
-        _flag(cfg, f"train.{key}")
-    _flag(cfg, "train.resume", (True, False, "auto"))
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve
+        key = getattr(e, "full_key", None) or "config"
+        raw = OmegaConf.to_container(cfg)  # unresolved: the interpolation as written
+        for part in key.split(".") if key != "config" else ["-"]:
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        raise ConfigError(key, raw, _first_line(e)) from None
+    for key, names in (("model.name", MODELS), ("norm.name", NORMS), ("data.name", _data_sources()),
+                       ("schedule.name", SCHEDULES), ("logger.name", LOGGERS)):
+        value = _select(cfg, key)
+        if value is not _ABSENT:
+            one_of(*names)(key, value)
+    _check_sections(cfg)
+    resolve_device(cfg.device)
+    if cfg.train.steps is None and cfg.train.epochs is None:
+        raise ConfigError("train.steps", None, "set train.steps or train.epochs")
 
-    _number(cfg, "optim.lr", float, 0, strict=True)
-    for key in ("momentum", "weight_decay"):
-        if OmegaConf.select(cfg, f"optim.{key}") is not None:
-            _number(cfg, f"optim.{key}", float, 0)
-    lr_factor(cfg.schedule, 1)(0)
-    _number(cfg, "schedule.warmup_steps", int, 0)
-
-    batch = _number(cfg, "data.batch_size", int, 1)
-    for key in ("train_subset", "test_subset"):
-        _number(cfg, f"data.{key}", int, 1, optional=True)
+    _check_optimizer(cfg)
+    batch = int(cfg.data.batch_size)
+    n_train = cfg.data.get("train_subset") or cfg.data.get("n_train")
+    if n_train and batch > int(n_train):
+        raise ConfigError("data.batch_size", batch, f"must be <= the {int(n_train)} training examples")
     info = data_info(cfg.data)
     check_available(cfg.data)
 
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    model_options = {k: v for k, v in plain["model"].items() if k not in ("name", "init", "init_scale")}
+    _check_option_types("model", model_options, inspect.signature(MODELS[cfg.model.name]).parameters)
+    _check_option_types("norm", {k: v for k, v in plain["norm"].items() if k not in ("name", "placement")},
+                        inspect.signature(NORMS[cfg.norm.name].__init__).parameters)
     norm = NormSpec.from_config(cfg.norm)
     slices = int(norm.options.get("virtual_devices", 1)) if norm.name == "ghost_batch" else 1
     if norm.name == "ghost_batch" and batch % slices:
@@ -137,42 +350,71 @@ def validate(cfg: DictConfig) -> None:
     if norm.uses_batch_statistics and batch // slices < 2:
         raise ConfigError("data.batch_size", batch, f"norm={norm.name} needs at least 2 examples per "
                           f"{'slice' if slices > 1 else 'batch'} to compute batch statistics")
-    if norm.name == "instance" and (len(info.in_shape) == 1 or cfg.model.get("name") in FLAT_INPUT_MODELS):
-        raise ConfigError("norm.name", "instance", f"model={cfg.model.get('name')} has no spatial dims; "
+    if norm.name == "instance" and (len(info.in_shape) == 1 or cfg.model.name in FLAT_INPUT_MODELS):
+        raise ConfigError("norm.name", "instance", f"model={cfg.model.name} has no spatial dims; "
                           "instance norm would normalize each value alone")
-    with torch.device("meta"):
-        build_model(cfg.model, norm, info.in_shape, info.num_classes)
-
-    _one_of(cfg, "logger.name", LOGGERS)
-    from normexp.probes import ProbeSet
-
+    _check_model_runs(cfg, norm, info, batch, build_model)
     ProbeSet.check_config(cfg.get("probes"))
+
+
+def _data_sources():
+    from normexp.data import SOURCES
+
+    return SOURCES
+
+
+def _check_model_runs(cfg, norm, info, batch: int, build_model) -> None:
+    """Build the model and run one training batch through it on the meta device (shapes only)."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-size layers warn; the forward pass says what is wrong
+            model = build_model(cfg.model, norm, info.in_shape, info.num_classes)
+            model.train()(torch.empty(batch, *info.in_shape))
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - shape errors from deep inside torch
+        where = f"with norm={norm.name} on data={cfg.data.name} inputs {tuple(info.in_shape)}"
+        raise ConfigError("model", cfg.model.name, f"fails {where}: {_first_line(e)}") from None
 
 
 # ---------------------------------------------------------------- command lines
 
 def _hydra_error_to_config_error(error: Exception, overrides: list[str]) -> ConfigError:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    m = re.search(r"override '([^']+)'", text) or re.search(r"[Kk]ey '([^']+)'", text)
-    if m:
-        key = m.group(1)
-        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), None)
+    import re
+
+    message = _first_line(error)
+    m = re.search(r"override '([^']+)'", message) or re.search(r"[Kk]ey '([^']+)'", message)
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    key = m.group(1) if m else next((k for k in keys if k and k in message), None)
+    if key is None:
+        return ConfigError("overrides", " ".join(overrides), message)
+    value = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
+    if m and ("not in struct" in message or "Could not override" in message or "Could not append" in message):
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         return ConfigError(key, value, f"no such config key{f' under {parent}' if parent else ''} "
                                        "(use +key=value to add one)")
-    return ConfigError("overrides", " ".join(overrides), text)
+    return ConfigError(key, value, message)
+
+
+def _parse(overrides: list[str]):
+    """Hydra's parse of each override; a syntax error names the override that has it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = []
+    for item in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([item]))
+        except Exception as e:  # noqa: BLE001 - Hydra's parse errors are multi-line
+            key, _, value = item.lstrip("+~").partition("=")
+            raise ConfigError(key or item, value or None, f"cannot be parsed: {_first_line(e)}") from None
+    return parsed
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """The job list of a multirun command line, as Hydra's basic sweeper builds it (cartesian product)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:  # noqa: BLE001 - Hydra's parse errors are multi-line
-        raise ConfigError("overrides", " ".join(overrides), str(e).strip().splitlines()[0]) from None
     axes = []
-    for o in parsed:
+    for o in _parse(overrides):
         if o.is_sweep_override() and o.is_discrete_sweep():
             key = o.get_key_element()
             axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
@@ -195,6 +437,10 @@ def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConf
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    for o in _parse(overrides):
+        if o.is_sweep_override():
+            raise ConfigError(o.get_key_element(), o.input_line.partition("=")[2],
+                              "is a sweep: add -m (--multirun) to run one job per value")
     check_group_choices(overrides)
     GlobalHydra.instance().clear()
     try:
@@ -209,7 +455,8 @@ def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConf
 
 
 def check_jobs(overrides: list[str], multirun: bool) -> int:
-    """Compose and validate every job of a command line; return the number of jobs checked."""
+    """Compose and validate every job of a command line; return the number of jobs checked. Overrides of
+    ``hydra.*`` (launcher, sweep dir, ...) are Hydra's to check."""
     job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     jobs = expand_sweep(job_overrides) if multirun else [job_overrides]
     for job in jobs:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 
+def printable(text) -> str:
+    """``text`` on one line: line breaks and other control characters are shown escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
+
+
 class ConfigError(ValueError):
-    """A config value that cannot work. ``str()`` is a single line meant for the user."""
+    """A config value that cannot work. ``str()`` is a single line meant for the user, whatever the input."""
 
     def __init__(self, key: str, value, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is not valid: {allowed}")
+        super().__init__(f"{printable(key)}={printable(repr(value))} is not valid: {printable(allowed)}")
 
 
 def choices(names) -> str:

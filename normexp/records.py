@@ -1,4 +1,5 @@
-"""A run directory on disk: ``config.yaml``, ``meta.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoint.pt``.
+"""A run directory on disk: ``config.yaml``, ``meta.json``, ``metrics.jsonl``, ``summary.json``,
+``checkpoint.pt`` (while unfinished) and ``model.pt`` (with ``train.save_final``).
 
 Crash safety: every whole-file write goes to a temporary file that is renamed over the target, so a reader
 never sees half a file; ``metrics.jsonl`` is appended and flushed line by line, so a killed run keeps what it
@@ -14,19 +15,29 @@ import os
 import warnings
 from pathlib import Path
 
-CONFIG, META, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "meta.json", "metrics.jsonl", "summary.json", "checkpoint.pt"
-FINISHED = ("completed", "diverged")
+CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
+CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
+FINISHED = ("completed", "diverged")  # the third status, "failed", is retried; no summary: unfinished
+SUMMARY_KEYS = ("status", "step", "steps", "train_loss", "train_acc", "test_loss", "test_acc",
+                "diverged_step", "wall_seconds", "steps_per_second")
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, rename over ``path``: readers see the old file or the new one, never
+    a part. On failure (a full disk) the temporary file is removed and the old file stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -35,10 +46,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def _jsonable(v):
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)  # "nan", "inf": JSON has no literal for them
+        return str(v)  # "nan", "inf": JSON has no literal for them; read_metrics and read_json turn them back
     if hasattr(v, "item"):
         return _jsonable(v.item())
     return v
+
+
+def _decoded(obj: dict) -> dict:
+    return {k: NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in obj.items()}
 
 
 def to_json(obj: dict) -> str:
@@ -51,13 +66,14 @@ def atomic_write_json(path: Path, obj: dict) -> None:
 
 def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(Path(path).read_text())
+        return _decoded(json.loads(Path(path).read_text()))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every record of ``metrics.jsonl``; a torn last line (a run killed mid-write) is skipped with a warning."""
+    """Every record of ``metrics.jsonl``. A torn last line (a run killed mid-write) is skipped with a warning,
+    as is any other line that does not parse; "nan" and "inf" values come back as floats."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
@@ -66,7 +82,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_decoded(json.loads(line)))
         except json.JSONDecodeError:
             where = "last line" if i == len(lines) - 1 else f"line {i + 1}"
             warnings.warn(f"{path}: skipping torn {where}", stacklevel=2)
@@ -86,25 +102,50 @@ class RunRecord:
     def summary(self) -> dict | None:
         return read_json(self.dir / SUMMARY)
 
+    @property
+    def config_yaml(self) -> str | None:
+        path = self.dir / CONFIG
+        return path.read_text() if path.exists() else None
+
     def start(self, config_yaml: str, meta: dict, keep_lines: int | None = None) -> None:
-        """Write config and meta. Fresh run: empty metrics. Resumed run: keep the first ``keep_lines`` lines,
-        those logged before the checkpoint; later ones came from the attempt that was cut off."""
-        atomic_write_text(self.dir / CONFIG, config_yaml)
-        atomic_write_json(self.dir / META, meta)
+        """Write config and meta. Fresh run: empty metrics, no checkpoint or weights of an earlier attempt.
+        Resumed run: keep the first ``keep_lines`` lines, those logged before the checkpoint; later ones came
+        from the attempt that was cut off."""
         (self.dir / SUMMARY).unlink(missing_ok=True)
+        for stale in self.dir.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+        if keep_lines is None:
+            (self.dir / CHECKPOINT).unlink(missing_ok=True)
+            (self.dir / MODEL).unlink(missing_ok=True)
+        atomic_write_text(self.dir / CONFIG, config_yaml)
+        self.write_meta(meta)
         path = self.dir / METRICS
         kept = path.read_text().splitlines(keepends=True)[:keep_lines] if keep_lines and path.exists() else []
+        if keep_lines and len(kept) < keep_lines:
+            warnings.warn(f"{path}: the checkpoint counts {keep_lines} lines logged before it; "
+                          f"{len(kept)} are left", stacklevel=2)
         atomic_write_text(path, "".join(kept))
         self.lines_logged = len(kept)
         self._metrics = open(path, "a", buffering=1)
+
+    def write_meta(self, meta: dict) -> None:
+        atomic_write_json(self.dir / META, meta)
 
     def log(self, record: dict) -> None:
         self._metrics.write(to_json(record) + "\n")
         self._metrics.flush()
         self.lines_logged += 1
 
+    def sync(self) -> None:
+        """Make the logged lines durable (before a checkpoint that counts them)."""
+        if self._metrics is not None:
+            os.fsync(self._metrics.fileno())
+
     def finish(self, summary: dict) -> None:
+        """Close the metrics, write the summary; a finished run drops its checkpoint (never resumed)."""
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
         atomic_write_json(self.dir / SUMMARY, summary)
+        if summary.get("status") in FINISHED:
+            (self.dir / CHECKPOINT).unlink(missing_ok=True)

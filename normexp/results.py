@@ -1,9 +1,11 @@
 """Run tables: every run under a folder (one run, a multirun sweep, a reproduction tree) -> one pandas table.
 
-One row per run dir (a folder holding ``config.yaml``): flattened config keys (``model.name``, ``optim.lr``,
-...), the config group choices (``model``, ``norm``, ``data``, ...), and the summary (``status``, ``test_acc``,
-...). A run without ``summary.json`` has status ``incomplete``. This is the library entry for plots and claim
-checks too: ``load_runs(dir)`` and ``load_metrics(runs)``.
+One row per run dir (a folder holding ``config.yaml`` and ``meta.json``): flattened config keys
+(``model.name``, ``optim.lr``, ...), the config group choices (``model``, ``norm``, ``data``, ...), and the
+summary (``status``, ``test_acc``, ...). A run without ``summary.json`` has status ``incomplete``; a
+``diverged`` or ``failed`` run has no losses or accuracies (NaN in the table, its status in the printed
+table). This is the library entry for plots and claim checks too: ``load_runs(dir)`` and
+``load_metrics(runs)``.
 """
 
 from __future__ import annotations
@@ -17,18 +19,23 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from normexp.records import CONFIG, META, SUMMARY, read_json, read_metrics
+from normexp.records import CONFIG, META, SUMMARY, SUMMARY_KEYS, read_json, read_metrics
 
-SUMMARY_COLUMNS = ["status", "step", "steps", "train_loss", "train_acc", "test_loss", "test_acc",
-                   "diverged_step", "wall_seconds", "steps_per_second"]
+SUMMARY_COLUMNS = list(SUMMARY_KEYS)
+OUTCOME_COLUMNS = ["train_loss", "train_acc", "test_loss", "test_acc"]
 GROUPS = ["model", "norm", "data", "optim", "schedule", "probes", "logger", "profile"]
+
+
+def is_run_dir(path: Path) -> bool:
+    """normexp writes both; Hydra's ``.hydra/`` and wandb's ``files/`` have a config.yaml of their own."""
+    return (path / CONFIG).exists() and (path / META).exists()
 
 
 def find_runs(root: Path) -> list[Path]:
     root = Path(root)
-    if (root / CONFIG).exists():
+    if is_run_dir(root):
         return [root]
-    return sorted(p.parent for p in root.rglob(CONFIG) if not any(part.startswith(".") for part in p.parts[-3:-1]))
+    return sorted(p.parent for p in root.rglob(CONFIG) if is_run_dir(p.parent))
 
 
 def _flatten(prefix: str, value, out: dict) -> None:
@@ -62,7 +69,7 @@ def _natural_key(path: Path):
 def load_runs(root: Path) -> pd.DataFrame:
     rows = [run_row(d) for d in sorted(find_runs(root), key=_natural_key)]
     table = pd.DataFrame(rows)
-    for col in ("train_loss", "train_acc", "test_loss", "test_acc"):
+    for col in OUTCOME_COLUMNS:
         if col in table:
             table[col] = pd.to_numeric(table[col], errors="coerce")
     return table
@@ -74,20 +81,28 @@ def load_metrics(run_dirs) -> pd.DataFrame:
         run_dirs = [run_dirs]
     frames = [pd.DataFrame(read_metrics(d)).assign(run_dir=str(d)) for d in run_dirs]
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step", "split", "run_dir"])
+    if not frames:
+        return pd.DataFrame(columns=["step", "split", "run_dir"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def swept_columns(table: pd.DataFrame) -> list[str]:
     """The keys the runs' command lines set (``norm``, ``data.batch_size``, ...) whose value differs between
     runs: what a sweep swept."""
-    keys = dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for line in table.get("overrides", []) for o in line.split())
+    lines = table.get("overrides", [])
+    keys = dict.fromkeys(o.split("=", 1)[0].lstrip("+~") for line in lines for o in line.split())
     return [k for k in keys if k in table and table[k].astype(str).nunique(dropna=False) > 1]
 
 
 def display_table(table: pd.DataFrame, root: Path) -> pd.DataFrame:
-    shown = table[[*dict.fromkeys(["run_dir", *swept_columns(table), "status", "step", "train_loss", "test_acc",
-                                   "steps_per_second"])]].copy()
-    shown["run_dir"] = [str(Path(d).relative_to(root)) if Path(d) != Path(root) else "." for d in shown["run_dir"]]
+    columns = ["run_dir", *swept_columns(table), "status", "step", "train_loss", "test_acc",
+               "steps_per_second"]
+    shown = table[[*dict.fromkeys(columns)]].copy()
+    shown["run_dir"] = [str(Path(d).relative_to(root)) if Path(d) != Path(root) else "."
+                        for d in shown["run_dir"]]
+    unfinished = shown["status"] != "completed"  # a diverged run shows "diverged", not NaN or a number
+    for col in ("train_loss", "test_acc"):
+        shown[col] = shown[col].astype(object).where(~unfinished, shown["status"])
     return shown
 
 

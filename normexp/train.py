@@ -1,9 +1,11 @@
 """normexp-train: one run, from a Hydra config to a run directory.
 
-Read top to bottom: ``run`` builds everything (device, seed, data on the device, model with its norm,
-optimizer, probes) and hands it to ``train_loop``; the loop reads loss values from the device only at the
-log cadence, evaluates, checkpoints and writes records. ``main`` is the Hydra entry, ``cli`` the console
-script that checks every job of the command line before Hydra starts any.
+Read top to bottom: ``run`` validates the config, decides between a fresh start, a resume from
+``checkpoint.pt`` and a finished run dir, and records a failure whatever raised it; ``build_loop`` builds
+everything (seed, data on the device, model with its norm, optimizer, probes, trackers); ``Loop.train``
+reads loss values from the device only at the log cadence, evaluates, checkpoints and writes records, and
+ends a run as ``diverged`` at the first non-finite or too large loss. ``main`` is the Hydra entry, ``cli``
+the console script that checks every job of the command line before Hydra starts any.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from tqdm.auto import tqdm
 
 from normexp import __version__
 from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from normexp.checkpoint import save_weights as save_model_weights
 from normexp.config import CONFIG_DIR, check_jobs, new_run_stamp, resolve_device, total_steps, validate
 from normexp.data import build_data
 from normexp.errors import ConfigError
@@ -36,7 +40,7 @@ from normexp.models import build_model
 from normexp.norms import NormSpec, recompute_population_stats
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
-from normexp.records import FINISHED, METRICS, RunRecord, read_metrics
+from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, RunRecord
 
 
 def make_loss(task: str):
@@ -134,25 +138,90 @@ def configure_torch(cfg) -> None:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overrides: list | None = None) -> dict:
+# Keys that may change when a run dir is resumed: they do not change what is computed.
+RESUME_MAY_CHANGE = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
+                     "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
+                     "data.workers")
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat = {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return flat or {prefix: {}}
+
+
+def check_same_run(cfg: DictConfig, record: RunRecord) -> None:
+    """Continuing a run dir (or returning its finished summary) is right only for the config that made it."""
+    if record.config_yaml is None:
+        return
+    old = _flat(OmegaConf.to_container(OmegaConf.create(record.config_yaml)))
+    new = _flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
+    for key in sorted(set(old) | set(new)):
+        if not key.startswith(RESUME_MAY_CHANGE) and old.get(key, "<absent>") != new.get(key, "<absent>"):
+            raise ConfigError(key.rstrip("."), new.get(key), f"{record.dir} holds a run with {old.get(key)!r}"
+                              " there; use another run dir, or train.resume=false to start over")
+
+
+def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overrides: list | None = None
+        ) -> dict:
     """Train ``cfg`` into ``run_dir`` and return its summary. Resumes from ``checkpoint.pt`` when present
-    (unless ``train.resume=false``); a finished run dir is left as it is."""
+    (unless ``train.resume=false``); a finished run dir is returned as it is. Any exception ends the run as
+    ``failed`` with the error in ``summary.json`` and is raised again."""
     validate(cfg)
     record = RunRecord(Path(run_dir))
-    previous = record.summary
-    if previous and previous.get("status") in FINISHED and cfg.train.resume:
-        return previous
+    finished = cfg.train.resume and (record.summary or {}).get("status") in FINISHED
+    if finished or (cfg.train.resume and (record.dir / CHECKPOINT).exists()):
+        check_same_run(cfg, record)
+    if finished:
+        return record.summary
     checkpoint = load_checkpoint(record.dir) if cfg.train.resume else None
 
     device = resolve_device(cfg.device)
     configure_torch(cfg)
+    meta = {"normexp_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
+            "device": str(device), "host": platform.node(), "python": platform.python_version(),
+            "choices": {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")},
+            "overrides": overrides or [], "command": " ".join(sys.argv),
+            "deterministic_requested": bool(cfg.train.deterministic),
+            "resumed_from_step": checkpoint["step"] if checkpoint else None}
+    record.start(OmegaConf.to_yaml(cfg, resolve=True), meta,
+                 keep_lines=checkpoint["metric_lines"] if checkpoint else None)
+    loop = None
+    try:
+        loop = build_loop(cfg, device, record, checkpoint)
+        record.write_meta({**meta, "num_params": sum(p.numel() for p in loop.model.parameters())})
+        summary = loop.train()
+    except BaseException as error:
+        record_failure(record, loop, error)
+        raise
+    if cfg.train.save_final and summary["status"] == "completed":
+        save_model_weights(record.dir, loop.model)
+    loop.finish(summary)
+    return summary
+
+
+def record_failure(record: RunRecord, loop: Loop | None, error: BaseException) -> None:
+    """``summary.json`` says ``failed`` and why. When even that cannot be written (a full disk), warn: the
+    error being raised is the one that matters."""
+    message = f"{type(error).__name__}: {error}"
+    try:
+        if loop is None:
+            record.finish({**dict.fromkeys(SUMMARY_KEYS), "status": "failed", "error": message})
+        else:
+            loop.finish(loop.summary("failed", message))
+    except Exception as finish_error:  # noqa: BLE001
+        warnings.warn(f"{record.dir}: could not record the failure: {finish_error}", stacklevel=2)
+
+
+def build_loop(cfg: DictConfig, device: torch.device, record: RunRecord, checkpoint: dict | None) -> Loop:
     seed_everything(int(cfg.seed))
     data = build_data(cfg.data, device, int(cfg.seed))
     model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)
@@ -165,120 +234,125 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
     loss_fn = make_loss(data.info.task)
     probes = ProbeSet(cfg.get("probes"), model, data, loss_fn, int(cfg.seed))
     window = Window(device, float(cfg.train.diverge_loss))
-
-    start, elapsed, kept_lines = 0, 0.0, None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        probes.load_state_dict(checkpoint["probes"])
-        window.load_state_dict(checkpoint["window"])
-        set_rng_state(checkpoint["rng"])
-        start, elapsed, kept_lines = checkpoint["step"], checkpoint["elapsed"], checkpoint["metric_lines"]
-
-    meta = {"normexp_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-            "device": str(device), "host": platform.node(), "python": platform.python_version(),
-            "choices": {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")}, "overrides": overrides or [], "command": " ".join(sys.argv),
-            "deterministic_requested": bool(cfg.train.deterministic), "resumed_from_step": start or None,
-            "num_params": sum(p.numel() for p in model.parameters())}
-    record.start(OmegaConf.to_yaml(cfg, resolve=True), meta, keep_lines=kept_lines)
     trackers = build_trackers(cfg, record.dir, run_name=record.dir.name)
-    loop = Loop(cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers, steps, elapsed)
-    try:
-        summary = loop.train(start)
-    except BaseException as error:
-        summary = loop.summary("failed", error=f"{type(error).__name__}: {error}")
-        loop.finish(summary)
-        raise
-    loop.finish(summary)
-    return summary
+    loop = Loop(cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers, steps)
+    if checkpoint is not None:
+        loop.load_state_dict(checkpoint)  # last: RNG states as at the checkpoint, whatever ran above
+    return loop
 
 
 class Loop:
-    """The training loop and its bookkeeping for one run (what ``run`` built, held together)."""
+    """The training loop and its bookkeeping for one run (what ``build_loop`` built, held together)."""
 
     def __init__(self, cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers,
-                 steps: int, elapsed: float):
+                 steps: int):
         self.cfg, self.model, self.data = cfg, model, data
         self.optimizer, self.scheduler, self.loss_fn = optimizer, scheduler, loss_fn
         self.probes, self.window, self.record, self.trackers = probes, window, record, trackers
-        self.steps, self.elapsed_before = steps, elapsed
+        self.steps, self.start, self.elapsed_before = steps, 0, 0.0
         self.classify = data.info.task == "classification"
         self.step, self.last_test, self.diverged_step = 0, {}, None
         self.started = time.perf_counter()
         self.overhead = 0.0  # seconds spent in evaluation, probes and checkpoints
         self.trained_steps = 0
 
+    def state_dict(self) -> dict:
+        """The checkpoint. The data order needs nothing: it is a function of (seed, step)."""
+        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "probes": self.probes.state_dict(),
+                "window": self.window.state_dict(), "rng": rng_state(), "elapsed": self.wall_seconds,
+                "last_test": self.last_test, "metric_lines": self.record.lines_logged}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.probes.load_state_dict(state["probes"])
+        self.window.load_state_dict(state["window"])
+        set_rng_state(state["rng"])
+        self.start = self.step = state["step"]
+        self.elapsed_before, self.last_test = state["elapsed"], state.get("last_test", {})
+
     def log(self, record: dict) -> None:
         self.record.log(record)
         for t in self.trackers:
             t.log(record)
 
-    def train(self, start: int) -> dict:
-        cfg, model, data = self.cfg, self.model, self.data
-        log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
-        ckpt_every = int(cfg.train.checkpoint_every)
+    def train(self) -> dict:
+        cfg, model = self.cfg, self.model
         forward = torch.compile(model) if cfg.train.compile else model
-        channels_last = bool(cfg.train.channels_last)
         model.train()
-        if start == 0 and eval_every:
+        if self.start == 0 and cfg.train.eval_every:
             self.evaluate(0)
-        bar = tqdm(total=self.steps, initial=start, delay=3, disable=not cfg.train.progress, leave=False,
+        bar = tqdm(total=self.steps, initial=self.start, delay=3, disable=not cfg.train.progress, leave=False,
                    dynamic_ncols=True, desc=self.record.dir.name)
-        self.step = start
+        with bar:
+            return self.steps_from(self.start, forward, bar)
+
+    def steps_from(self, start: int, forward, bar) -> dict:
+        cfg, data = self.cfg, self.data
+        log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
+        ckpt_every, channels_last = int(cfg.train.checkpoint_every), bool(cfg.train.channels_last)
         for step in range(start, self.steps):
             x, y = data.batch(step)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = forward(x)
             loss = self.loss_fn(out, y)
+            self.window.add(step, loss.detach(), out.detach(), y, self.classify)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.probes.probes and self.probes.due(step):
+                if self.window.diverged_at is not None:  # probes sync anyway; don't measure a broken model
+                    return self.end_diverged()
                 t0 = time.perf_counter()
                 for r in self.probes.run(step, (x, y), self.optimizer):
                     self.log(r)
                 self.overhead += time.perf_counter() - t0
             self.optimizer.step()
             self.scheduler.step()
-            self.window.add(step, loss.detach(), out.detach(), y, self.classify)
             self.step = done = step + 1
             self.trained_steps += 1
             if done % log_every == 0 or done == self.steps:
-                values = self.window.flush(data.batch_size, self.classify)
-                self.log({"step": done, "split": "train", **values, "lr": self.scheduler.get_last_lr()[0]})
+                if self.window.diverged_at is not None:
+                    return self.end_diverged()
+                values = self.log_train()
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
-                if self.window.diverged_at is not None:
-                    self.diverged_step = self.window.diverged_at
-                    bar.close()
-                    return self.summary("diverged")
             if (eval_every and done % eval_every == 0) or done == self.steps:
                 self.evaluate(done)
             if ckpt_every and done % ckpt_every == 0 and done < self.steps:
-                self.save_checkpoint(done)
-        bar.close()
+                self.save_checkpoint()
         return self.summary("completed")
+
+    def log_train(self) -> dict:
+        values = self.window.flush(self.data.batch_size, self.classify)
+        self.log({"step": self.step, "split": "train", **values, "lr": self.scheduler.get_last_lr()[0]})
+        return values
+
+    def end_diverged(self) -> dict:
+        """The loss went non-finite or above ``train.diverge_loss``: log the window that shows it and stop."""
+        self.diverged_step = self.window.diverged_at
+        if self.window.count:
+            self.log_train()
+        return self.summary("diverged")
 
     def evaluate(self, step: int) -> None:
         t0 = time.perf_counter()
         cfg = self.cfg
         if cfg.norm.get("stats") == "population":
             k = int(cfg.norm.get("population_batches", 20))
-            batches = (self.data.fixed_train_batch(self.data.batch_size, seed=10_000 + i)[0] for i in range(k))
+            batch_size = self.data.batch_size
+            batches = (self.data.fixed_train_batch(batch_size, seed=10_000 + i)[0] for i in range(k))
             recompute_population_stats(self.model, batches)
         self.last_test = evaluate(self.model, self.data.test_batches(), self.loss_fn, self.classify)
         self.log({"step": step, "split": "test", **self.last_test})
         self.overhead += time.perf_counter() - t0
 
-    def save_checkpoint(self, step: int) -> None:
+    def save_checkpoint(self) -> None:
         t0 = time.perf_counter()
-        save_checkpoint(self.record.dir, {
-            "step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "probes": self.probes.state_dict(),
-            "window": self.window.state_dict(), "rng": rng_state(), "elapsed": self.wall_seconds,
-            "metric_lines": self.record.lines_logged,
-        })
+        self.record.sync()  # the checkpoint counts the metric lines logged so far: make them durable first
+        save_checkpoint(self.record.dir, self.state_dict())
         self.overhead += time.perf_counter() - t0
 
     @property
@@ -286,12 +360,13 @@ class Loop:
         return self.elapsed_before + time.perf_counter() - self.started
 
     def summary(self, status: str, error: str | None = None) -> dict:
+        """The run's outcome (``SUMMARY_KEYS``). A diverged run reports no losses or accuracies: they would be
+        numbers without meaning; ``diverged_step`` is the first step whose loss was bad."""
         train_seconds = max(time.perf_counter() - self.started - self.overhead, 1e-9)
-        last = self.window.last
+        last, test = (self.window.last, self.last_test) if status != "diverged" else ({}, {})
         summary = {"status": status, "step": self.step, "steps": self.steps,
                    "train_loss": last.get("loss"), "train_acc": last.get("acc"),
-                   "test_loss": self.last_test.get("loss") if status != "diverged" else None,
-                   "test_acc": self.last_test.get("acc") if status != "diverged" else None,
+                   "test_loss": test.get("loss"), "test_acc": test.get("acc"),
                    "diverged_step": self.diverged_step, "wall_seconds": self.wall_seconds,
                    "steps_per_second": self.trained_steps / train_seconds if self.trained_steps else None}
         if error:
@@ -326,9 +401,9 @@ def main(cfg: DictConfig):
     except ConfigError as error:
         _discard_unstarted(run_dir)
         _exit_config_error(error)
-    status = summary["status"]
     acc = summary.get("test_acc")
-    print(f"normexp-train: {status} at step {summary['step']}"
+    print(f"normexp-train: {summary['status']} at step {summary['step']}"
+          + (f" (loss bad from step {summary['diverged_step']})" if summary["status"] == "diverged" else "")
           + (f", test acc {acc:.4f}" if isinstance(acc, float) and math.isfinite(acc) else "")
           + f" ({summary['wall_seconds']:.1f}s) -> {run_dir}")
     return acc
@@ -339,7 +414,9 @@ def cli() -> None:
 
     args = get_args_parser().parse_args(sys.argv[1:])
     os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
-    if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion):
+    # Another primary config (--config-name/--config-path/--config-dir) is checked inside each job instead.
+    other_config = args.config_name or args.config_path or args.config_dir
+    if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
         try:
             check_jobs(args.overrides, args.multirun)
         except ConfigError as error:

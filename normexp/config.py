@@ -149,6 +149,7 @@ SCHEMA = {
     "train.save_final": flag(),
     "train.diverge_loss": number(0, strict=True, finite=False),  # inf: only non-finite losses
     "train.threads": integer(0),
+    "train.world_size": integer(1),
     "train.compile": flag(),
     "train.channels_last": flag(),
     "train.deterministic": flag(),
@@ -343,6 +344,7 @@ def validate(cfg: DictConfig) -> None:
     _check_option_types("norm", {k: v for k, v in plain["norm"].items() if k not in ("name", "placement")},
                         inspect.signature(NORMS[cfg.norm.name].__init__).parameters)
     norm = NormSpec.from_config(cfg.norm)
+    batch = _check_processes(cfg, batch, norm)
     slices = int(norm.options.get("virtual_devices", 1)) if norm.name == "ghost_batch" else 1
     if norm.name == "ghost_batch" and batch % slices:
         raise ConfigError("data.batch_size", batch,
@@ -355,6 +357,21 @@ def validate(cfg: DictConfig) -> None:
                           "instance norm would normalize each value alone")
     _check_model_runs(cfg, norm, info, batch, build_model)
     ProbeSet.check_config(cfg.get("probes"))
+
+
+def _check_processes(cfg, batch: int, norm) -> int:
+    """Multi-process runs: the global batch splits evenly, one device each, no probes. Returns the batch
+    one process's norms see (the global batch for sync_batch)."""
+    world = int(cfg.train.world_size)
+    if world == 1:
+        return batch
+    if batch % world:
+        raise ConfigError("data.batch_size", batch, f"must be a multiple of train.world_size={world}")
+    if any(OmegaConf.is_dict(p) and p.get("every") for p in (cfg.get("probes") or {}).values()):
+        raise ConfigError("train.world_size", world, "probes run in single-process runs only: use 1 or probes=none")
+    if resolve_device(cfg.device).type == "cuda" and world > torch.cuda.device_count():
+        raise ConfigError("train.world_size", world, f"this machine has {torch.cuda.device_count()} GPUs")
+    return batch if norm.name == "sync_batch" else batch // world
 
 
 def _data_sources():

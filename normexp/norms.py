@@ -308,40 +308,30 @@ class FrozenBatchNorm(BatchNorm):
 
 
 @register("sync_batch")
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """BN with statistics over the batches of every process. PyTorch's SyncBatchNorm on GPUs; on CPU
-    (gloo) the statistics are all-reduced here with autograd-aware collectives. Without a process group
-    it is plain BN."""
+class SyncBatchNorm(BatchNorm):
+    """BN with statistics over the batches of every process of a multi-process run: per-channel sums are
+    all-reduced with autograd-aware collectives (gloo or nccl), so gradients flow across processes too.
+    Without a process group it is plain BN. (Not torch's nn.SyncBatchNorm: DDP refuses that on CPU.)"""
 
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
-
-    def _check_input_dim(self, x):
-        if x.dim() < 2:
-            raise ValueError(f"expected (N, C) or (N, C, ...) input, got shape {tuple(x.shape)}")
+        self.process_group = None
 
     def forward(self, x):
-        synced = self.training and dist.is_available() and dist.is_initialized()
-        if not synced or x.device.type != "cpu":
+        synced = self.training and dist.is_available() and dist.is_initialized() and x.device.type != "meta"
+        if not synced:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        from torch.distributed._functional_collectives import all_reduce  # differentiable
 
         group = self.process_group or dist.group.WORLD
         dims = _reduce_dims(x)
-        local_n = torch.tensor([x.numel() / x.size(1)], dtype=x.dtype)
-        n = all_reduce(local_n.clone(), group=group)
-        mean = all_reduce(x.sum(dims), group=group) / n
+        local_n = torch.tensor([x.numel() / x.size(1)], dtype=x.dtype, device=x.device)
+        n = all_reduce(local_n, "sum", group)
+        mean = all_reduce(x.sum(dims), "sum", group) / n
         centred = x - _per_channel(mean, x)
-        var = all_reduce(centred.pow(2).sum(dims), group=group) / n
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.lerp_(mean.detach(), m)
-            self.running_var.lerp_((var * n / (n - 1)).detach(), m)
-        y = centred * _per_channel(torch.rsqrt(var + self.eps), x)
-        if self.affine:
-            y = y * _per_channel(self.weight, x) + _per_channel(self.bias, x)
-        return y
+        var = all_reduce(centred.pow(2).sum(dims), "sum", group) / n
+        self._update_running(mean, var * n / (n - 1))
+        return self._affine(centred * _per_channel(torch.rsqrt(var + self.eps), x))
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,25 @@ class RunRecord:
         atomic_write_json(self.dir / SUMMARY, summary)
         if summary.get("status") in FINISHED:
             (self.dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+class QuietRecord(RunRecord):
+    """Held by the processes other than 0 of a multi-process run: reads the run dir, writes nothing."""
+
+    def __init__(self, run_dir: Path):
+        self.dir, self._metrics, self.lines_logged = Path(run_dir), None, 0
+
+    def start(self, config_yaml: str, meta: dict, keep_lines: int | None = None) -> None:
+        self.lines_logged = keep_lines or 0
+
+    def write_meta(self, meta: dict) -> None:
+        pass
+
+    def log(self, record: dict) -> None:
+        self.lines_logged += 1
+
+    def sync(self) -> None:
+        pass
+
+    def finish(self, summary: dict) -> None:
+        pass

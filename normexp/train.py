@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from normexp import __version__
+from normexp import __version__, distributed
 from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normexp.checkpoint import save_weights as save_model_weights
 from normexp.config import CONFIG_DIR, check_jobs, new_run_stamp, resolve_device, total_steps, validate
@@ -40,7 +40,7 @@ from normexp.models import build_model
 from normexp.norms import NormSpec, recompute_population_stats
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
-from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, RunRecord
+from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
 
 
 def make_loss(task: str):
@@ -80,16 +80,19 @@ class Window:
         self.bad_step = torch.where((self.bad_step < 0) & bad, step, self.bad_step)
 
     def flush(self, batch_size: int, classify: bool) -> dict:
-        values = {"loss": self.loss.item() / self.count}
+        """Mean loss (and accuracy over ``batch_size`` examples a step) since the last flush, averaged over
+        the processes of a multi-process run."""
+        loss, correct = distributed.mean_over_processes(torch.stack([self.loss, self.correct.to(self.loss)]))
+        values = {"loss": loss.item() / self.count}
         if classify:
-            values["acc"] = self.correct.item() / (self.count * batch_size)
+            values["acc"] = correct.item() / (self.count * batch_size)
         self.last = values
         self.reset()
         return values
 
     @property
     def diverged_at(self) -> int | None:
-        s = int(self.bad_step.item())
+        s = int(distributed.first_over_processes(self.bad_step.clone()).item())
         return s if s >= 0 else None
 
     def state_dict(self) -> dict:
@@ -118,6 +121,10 @@ def evaluate(model, batches, loss_fn, classify: bool) -> dict:
     if classify:
         values["acc"] = correct.item() / n
     return values
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def seed_everything(seed: int) -> None:
@@ -176,7 +183,9 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
     (unless ``train.resume=false``); a finished run dir is returned as it is. Any exception ends the run as
     ``failed`` with the error in ``summary.json`` and is raised again."""
     validate(cfg)
-    record = RunRecord(Path(run_dir))
+    if int(cfg.train.world_size) > 1 and not distributed.active():
+        return distributed.launch(cfg, run_dir, choices, overrides)
+    record = (RunRecord if distributed.rank() == 0 else QuietRecord)(Path(run_dir))
     finished = cfg.train.resume and (record.summary or {}).get("status") in FINISHED
     if finished or (cfg.train.resume and (record.dir / CHECKPOINT).exists()):
         check_same_run(cfg, record)
@@ -202,7 +211,7 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
     except BaseException as error:
         record_failure(record, loop, error)
         raise
-    if cfg.train.save_final and summary["status"] == "completed":
+    if cfg.train.save_final and summary["status"] == "completed" and distributed.rank() == 0:
         save_model_weights(record.dir, loop.model)
     loop.finish(summary)
     return summary
@@ -234,7 +243,7 @@ def build_loop(cfg: DictConfig, device: torch.device, record: RunRecord, checkpo
     loss_fn = make_loss(data.info.task)
     probes = ProbeSet(cfg.get("probes"), model, data, loss_fn, int(cfg.seed))
     window = Window(device, float(cfg.train.diverge_loss))
-    trackers = build_trackers(cfg, record.dir, run_name=record.dir.name)
+    trackers = build_trackers(cfg, record.dir, run_name=record.dir.name) if distributed.rank() == 0 else []
     loop = Loop(cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers, steps)
     if checkpoint is not None:
         loop.load_state_dict(checkpoint)  # last: RNG states as at the checkpoint, whatever ran above
@@ -280,11 +289,18 @@ class Loop:
 
     def train(self) -> dict:
         cfg, model = self.cfg, self.model
-        forward = torch.compile(model) if cfg.train.compile else model
+        forward = model
+        if distributed.active():
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(model, device_ids=[model_device(model)] if torch.cuda.is_available()
+                                              and model_device(model).type == "cuda" else None)
+        forward = torch.compile(forward) if cfg.train.compile else forward
         model.train()
         if self.start == 0 and cfg.train.eval_every:
             self.evaluate(0)
-        bar = tqdm(total=self.steps, initial=self.start, delay=3, disable=not cfg.train.progress, leave=False,
+        bar = tqdm(total=self.steps, initial=self.start, delay=3, leave=False,
+                   disable=not cfg.train.progress or distributed.rank() != 0,
                    dynamic_ncols=True, desc=self.record.dir.name)
         with bar:
             return self.steps_from(self.start, forward, bar)
@@ -295,6 +311,7 @@ class Loop:
         ckpt_every, channels_last = int(cfg.train.checkpoint_every), bool(cfg.train.channels_last)
         for step in range(start, self.steps):
             x, y = data.batch(step)
+            x, y = distributed.shard(x), distributed.shard(y)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             out = forward(x)
@@ -326,7 +343,7 @@ class Loop:
         return self.summary("completed")
 
     def log_train(self) -> dict:
-        values = self.window.flush(self.data.batch_size, self.classify)
+        values = self.window.flush(self.data.batch_size // distributed.world_size(), self.classify)
         self.log({"step": self.step, "split": "train", **values, "lr": self.scheduler.get_last_lr()[0]})
         return values
 
@@ -338,6 +355,8 @@ class Loop:
         return self.summary("diverged")
 
     def evaluate(self, step: int) -> None:
+        if distributed.rank() != 0:
+            return
         t0 = time.perf_counter()
         cfg = self.cfg
         if cfg.norm.get("stats") == "population":
@@ -350,6 +369,8 @@ class Loop:
         self.overhead += time.perf_counter() - t0
 
     def save_checkpoint(self) -> None:
+        if distributed.rank() != 0:
+            return
         t0 = time.perf_counter()
         self.record.sync()  # the checkpoint counts the metric lines logged so far: make them durable first
         save_checkpoint(self.record.dir, self.state_dict())

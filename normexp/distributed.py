@@ -1,0 +1,87 @@
+"""Multi-process data-parallel training (``train.world_size > 1``): one process per device, DDP gradients.
+
+``launch`` spawns the processes; each joins a process group (gloo on CPU, nccl on GPUs) and runs the same
+``normexp.train.run``. Every process draws the same global batch (the order is a function of seed and step)
+and trains on its slice, so ``data.batch_size`` is the global batch. BN layers see their own slice, as on
+unsynchronized devices; ``norm=sync_batch`` computes statistics over all of them. Process 0 writes the
+records, evaluates and checkpoints; training losses are averaged over processes before they are logged.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import OmegaConf
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def shard(x: torch.Tensor) -> torch.Tensor:
+    """This process's slice of a global batch."""
+    return x.chunk(world_size())[rank()] if active() else x
+
+
+def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    if active():
+        dist.all_reduce(values)
+        values /= world_size()
+    return values
+
+
+def first_over_processes(step: torch.Tensor) -> torch.Tensor:
+    """The smallest non-negative value over processes (-1: none), so every process stops at the same step."""
+    if not active():
+        return step
+    big = torch.iinfo(step.dtype).max
+    step = torch.where(step < 0, big, step)
+    dist.all_reduce(step, op=dist.ReduceOp.MIN)
+    return torch.where(step == big, -1, step)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(local_rank: int, world: int, port: int, config_yaml: str, run_dir: str, choices, overrides):
+    from normexp.train import run
+
+    cuda = torch.cuda.is_available() and OmegaConf.create(config_yaml).device != "cpu"
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=local_rank, world_size=world)
+    try:
+        cfg = OmegaConf.create(config_yaml)
+        if not cuda and int(cfg.train.threads) == 0:  # processes share the cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        run(cfg, run_dir, choices=choices, overrides=overrides)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(cfg, run_dir: Path, choices=None, overrides=None) -> dict:
+    """Run ``cfg`` in ``train.world_size`` processes; return process 0's summary."""
+    import torch.multiprocessing as mp
+
+    from normexp.records import SUMMARY, read_json
+
+    world = int(cfg.train.world_size)
+    mp.spawn(_worker, nprocs=world, join=True,
+             args=(world, _free_port(), OmegaConf.to_yaml(cfg, resolve=True), str(run_dir), choices, overrides))
+    return read_json(Path(run_dir) / SUMMARY)

@@ -368,7 +368,8 @@ def _check_processes(cfg, batch: int, norm) -> int:
     if batch % world:
         raise ConfigError("data.batch_size", batch, f"must be a multiple of train.world_size={world}")
     if any(OmegaConf.is_dict(p) and p.get("every") for p in (cfg.get("probes") or {}).values()):
-        raise ConfigError("train.world_size", world, "probes run in single-process runs only: use 1 or probes=none")
+        raise ConfigError("train.world_size", world,
+                          "probes run in single-process runs only: use 1 or probes=none")
     if resolve_device(cfg.device).type == "cuda" and world > torch.cuda.device_count():
         raise ConfigError("train.world_size", world, f"this machine has {torch.cuda.device_count()} GPUs")
     return batch if norm.name == "sync_batch" else batch // world

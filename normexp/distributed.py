@@ -82,6 +82,7 @@ def launch(cfg, run_dir: Path, choices=None, overrides=None) -> dict:
     from normexp.records import SUMMARY, read_json
 
     world = int(cfg.train.world_size)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     mp.spawn(_worker, nprocs=world, join=True,
-             args=(world, _free_port(), OmegaConf.to_yaml(cfg, resolve=True), str(run_dir), choices, overrides))
+             args=(world, _free_port(), config_yaml, str(run_dir), choices, overrides))
     return read_json(Path(run_dir) / SUMMARY)

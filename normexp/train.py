@@ -293,8 +293,8 @@ class Loop:
         if distributed.active():
             from torch.nn.parallel import DistributedDataParallel
 
-            forward = DistributedDataParallel(model, device_ids=[model_device(model)] if torch.cuda.is_available()
-                                              and model_device(model).type == "cuda" else None)
+            device = model_device(model)
+            forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         forward = torch.compile(forward) if cfg.train.compile else forward
         model.train()
         if self.start == 0 and cfg.train.eval_every:

@@ -27,8 +27,8 @@ def test_two_processes_match_one_process_on_the_global_batch(compose, tmp_path):
         two = run(compose([*BASE, two_norm, "train.world_size=2"]), tmp_path / f"two-{name}")
         one = run(compose([*BASE, *one_norm.split()]), tmp_path / f"one-{name}")
         assert two["status"] == one["status"] == "completed"
-        assert _train_losses(tmp_path / f"two-{name}") == pytest.approx(_train_losses(tmp_path / f"one-{name}"),
-                                                                        rel=1e-5)
+        expected = _train_losses(tmp_path / f"one-{name}")
+        assert _train_losses(tmp_path / f"two-{name}") == pytest.approx(expected, rel=1e-5)
     assert _train_losses(tmp_path / "two-sync_batch") != pytest.approx(_train_losses(tmp_path / "two-batch"),
                                                                        rel=1e-3)
 

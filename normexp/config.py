@@ -141,12 +141,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("norm.name", "instance", f"model={cfg.model.get('name')} has no spatial dims; "
                           "instance norm would normalize each value alone")
     with torch.device("meta"):
-        build_model(cfg.model, norm, info.in_shape, info.num_classes)
+        model = build_model(cfg.model, norm, info.in_shape, info.num_classes)
 
     _one_of(cfg, "logger.name", LOGGERS)
     from normexp.probes import ProbeSet
 
-    ProbeSet.check_config(cfg.get("probes"))
+    ProbeSet.check_config(cfg.get("probes"), model)
 
 
 # ---------------------------------------------------------------- command lines

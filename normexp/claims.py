@@ -207,8 +207,9 @@ class Runs:
         return Cell(label or name, tuple(values), diverged, missing if len(rows) else 1)
 
     def final_steps(self) -> int:
-        """The planned number of optimizer steps (the largest ``steps`` of the table)."""
-        return int(pd.to_numeric(self.table["steps"], errors="coerce").max())
+        """The planned number of optimizer steps (``planned_steps``, else the summaries' ``steps``)."""
+        col = "planned_steps" if "planned_steps" in self.table else "steps"
+        return int(pd.to_numeric(self.table[col], errors="coerce").max())
 
 
 def value_at(curve: pd.DataFrame, step: int, column: str = "acc") -> float | None:

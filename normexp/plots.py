@@ -59,6 +59,9 @@ def seed_band(ax, runs, cell: str, column: str = "acc", split: str = "test", pro
     return color
 
 
-def note_diverged(ax) -> None:
+def note_diverged(ax, runs) -> None:
+    """A key for the x markers, on panels of experiments where some run diverged."""
+    if not (runs.table["status"] == "diverged").any():
+        return
     ax.text(0.99, 0.01, "x: run diverged", transform=ax.transAxes, ha="right", va="bottom", fontsize=7,
             color="0.4")

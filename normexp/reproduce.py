@@ -197,13 +197,15 @@ class PlannedRun:
 class Planner:
     """Composes (and caches) the configs of an invocation's runs."""
 
-    def __init__(self, profile: str, outputs: Path, jobs: int, check_data: bool = True):
+    def __init__(self, profile: str, outputs: Path, jobs: int, check_data: bool = True,
+                 threads: int | None = None):
         self.profile, self.outputs, self.jobs, self.check_data = profile, Path(outputs), jobs, check_data
+        self.threads = threads if threads is not None else (1 if jobs > 1 else 0)
         self._composed: dict[tuple, tuple] = {}
         self.notices: dict[str, list[str]] = {}
 
     def runtime_overrides(self) -> list[str]:
-        return ["train.progress=false", *(["train.threads=1"] if self.jobs > 1 else [])]
+        return ["train.progress=false", *([f"train.threads={self.threads}"] if self.threads else [])]
 
     def compose(self, overrides: list[str]):
         key = tuple(overrides)
@@ -565,7 +567,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="normexp-reproduce", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="quick", help=f"one of {', '.join(PROFILES)} (default quick)")
     p.add_argument("--only", help="comma-separated claim ids, id prefixes (IS) or experiment names")
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (joblib workers, one thread each)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (joblib workers)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else "
+                   "torch's default; use 1 on a busy machine: small models crawl when threads wait on cores)")
     p.add_argument("--outputs", type=Path, default=Path("outputs/reproduce"), help="run dirs go here")
     p.add_argument("--results", type=Path, default=Path("results"), help="<profile>/... and REPORT.md")
     p.add_argument("--dry-run", action="store_true", help="list the runs as normexp-train command lines")
@@ -579,15 +583,18 @@ def main(argv=None) -> int:
         raise ConfigError("--profile", args.profile, choices(PROFILES))
     if args.jobs < 1:
         raise ConfigError("--jobs", args.jobs, "must be an integer >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError("--threads", args.threads, "must be an integer >= 1")
     experiments = select(discover(), args.only)
-    planner = Planner(args.profile, args.outputs, args.jobs, check_data=not args.dry_run)
+    planner = Planner(args.profile, args.outputs, args.jobs, not args.dry_run, args.threads)
     if args.dry_run:
         return dry_run(experiments, planner)
 
     attempted: set[Path] = set()
     while True:
         plans = {e.id: plan_experiment(e, planner)[0] for e in experiments}
-        todo = [r for runs in plans.values() for r in runs if not r.finished and r.run_dir not in attempted]
+        todo = [r for runs in plans.values() for r in runs
+                if r.run_dir not in attempted and (is_stale(r) or not r.finished)]
         if not todo:
             break
         for r in todo:

@@ -265,10 +265,10 @@ def _test_curve(runs, row) -> pd.DataFrame:
 
 
 def _steps_text(cell: Cell, never: int) -> str:
-    if cell.state == "diverged":
-        return "diverged"
+    """Seed mean and spread of the seeds that reached the target, then how many never did, diverged or
+    are missing."""
+    notes = [f"{k} {w}" for k, w in ((never, "never reached"), (cell.diverged, "diverged"),
+                                     (cell.missing, "missing")) if k]
     if not cell.values:
-        return "never" if never else cell.state
-    text = f"{cell.mean:.0f} (spread {cell.spread:.0f})"
-    notes = [f"{k} {w}" for k, w in ((never, "never reached"), (cell.diverged, "diverged")) if k]
-    return text + (f"; {', '.join(notes)}" if notes else "")
+        return "; ".join(notes) if notes else "missing"
+    return f"{cell.mean:.0f} (spread {cell.spread:.0f})" + (f"; {', '.join(notes)}" if notes else "")

@@ -25,17 +25,17 @@ def fig1a_test_accuracy(ctx):
     low = float(tests["acc"].quantile(0.05)) if tests is not None and len(tests) else 0.0
     ax.set_ylim(max(0.0, min(0.7, low if math.isfinite(low) else 0.0)), 1.0)
     ax.legend(loc="lower right", fontsize=8)
-    note_diverged(ax)
+    note_diverged(ax, ctx.runs)
     return fig
 
 
 def fig1bc_sigmoid_inputs(ctx):
     """Fig 1b,c: 15/50/85 percentiles of the sigmoid input of fixed last-hidden-layer units over training;
-    one row per probed unit, without BN (left) and with BN (right); shared y axis per row."""
+    one row per probed unit, without BN (left) and with BN (right)."""
     runs = ctx.runs
     probe = runs.curves[(runs.curves["split"] == "probe")] if len(runs.curves) else runs.curves
     units = sorted(percentile_columns(probe)) if len(probe) else []
-    fig, axes = figure(max(len(units), 1), 2, width=4.0, height=2.6, sharey="row")
+    fig, axes = figure(max(len(units), 1), 2, width=4.0, height=2.6)
     for r, unit in enumerate(units):
         cols = percentile_columns(probe)[unit]
         for c, cell in enumerate(("nobn", "bn")):
@@ -75,7 +75,7 @@ def eta0_search(ctx):
             names = {cell_at(ctx, kind, m): m * lr0 for m in (1, 5, 30)}
             points[kind] |= {name: lr for name, lr in names.items() if runs.has(name)}
         ax.axvline(lr0, color="0.6", linestyle="--", lw=1)
-        ax.text(lr0, 1.01, f" eta0={lr0:g}", transform=ax.get_xaxis_transform(), fontsize=8, color="0.4")
+        ax.text(lr0, 0.96, f" eta0={lr0:g}", transform=ax.get_xaxis_transform(), fontsize=8, color="0.4")
     for kind, (label, color) in kinds.items():
         xs, means = [], []
         for name, lr in sorted(points[kind].items(), key=lambda p: p[1]):
@@ -91,7 +91,7 @@ def eta0_search(ctx):
     ax.set(xscale="log", xlabel="learning rate", ylabel="final test accuracy", ylim=(-0.03, 1.0),
            title="Learning-rate tolerance (dots: seeds, line: mean)")
     ax.legend(fontsize=8, loc="center left")
-    note_diverged(ax)
+    note_diverged(ax, ctx.runs)
     return fig
 
 
@@ -120,7 +120,7 @@ def fig2_test_accuracy(ctx):
     for ax, title in zip(axes[0], ("ReLU", "sigmoid"), strict=True):
         ax.set(xlabel="training steps", title=f"{title}: test accuracy")
         ax.legend(fontsize=7, loc="best")
-        note_diverged(ax)
+        note_diverged(ax, ctx.runs)
     axes[0, 0].set_ylabel("test accuracy")
     if lr0 is None:
         axes[0, 0].text(0.5, 0.5, "eta0 undefined: no stage-2 runs", ha="center",

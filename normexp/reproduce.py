@@ -451,10 +451,14 @@ def evaluate(exp: Experiment, ctx: Context, out: Path) -> dict:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    cells = lambda row: "| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in row) + " |"  # noqa: E731
-    return "\n".join([cells(frame.columns), "| " + " | ".join("---" for _ in frame.columns) + " |",
-                      *(cells(["" if isinstance(x, float) and math.isnan(x) else x for x in row])
-                        for row in frame.itertuples(index=False))])
+    def text(x) -> str:
+        if isinstance(x, float):
+            return "" if math.isnan(x) else f"{x:.4g}"
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    line = lambda row: "| " + " | ".join(text(x) for x in row) + " |"  # noqa: E731
+    return "\n".join([line(frame.columns), "| " + " | ".join("---" for _ in frame.columns) + " |",
+                      *(line(row) for row in frame.itertuples(index=False))])
 
 
 def code_version() -> str:

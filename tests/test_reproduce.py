@@ -185,3 +185,34 @@ def test_overrides_merge_and_cells_expand():
     cells = reproduce.expand_cells([{"name": "c{optim.lr}", "grid": {"optim.lr": [0.1, 1.0]}}],
                                    {"optim.lr": [3]})
     assert [c.name for c in cells] == ["c3"]
+
+
+def test_paper_profile_cells_build_and_take_a_step(tmp_path):
+    """The paper profile's data is not here; every cell (both stages) still composes, validates everything
+    but the data, builds its model and takes one SGD step on a random batch of the data set's shape."""
+    import torch
+
+    from normexp.data import data_info
+    from normexp.models import build_model
+    from normexp.norms import NormSpec
+
+    planner = reproduce.Planner("paper", tmp_path, jobs=1, check_data=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: extra threads only wait on a busy machine
+    for exp in reproduce.discover():
+        cells = exp.cells("paper")
+        for extra in exp.params.get("after_search", []):  # stage-2 cells at an example eta0
+            lr = f"optim.lr={extra['multiple'] * 0.01:g}"
+            cells.append(reproduce.CellSpec(extra["name"], (*extra["overrides"], lr)))
+        runs = planner.runs(exp, cells)
+        assert {r.cfg.profile for r in runs} == {"paper"} and {r.seed for r in runs} == {0, 1, 2}
+        for r in runs[::3]:
+            info = data_info(r.cfg.data)
+            norm = NormSpec.from_config(r.cfg.norm)
+            model = build_model(r.cfg.model, norm, info.in_shape, info.num_classes)
+            x = torch.randn(4, *info.in_shape)
+            loss = torch.nn.functional.cross_entropy(model(x), torch.randint(0, info.num_classes, (4,)))
+            loss.backward()
+            assert torch.isfinite(loss)
+    torch.set_num_threads(threads)
+    assert any("data not here" in n for notes in planner.notices.values() for n in notes)

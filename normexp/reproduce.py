@@ -527,10 +527,14 @@ def profile_section(profile: str, records: list[dict]) -> list[str]:
     for r in records:
         invocations.setdefault(r.get("command"), r)
     for command, r in invocations.items():
-        exps = ", ".join(x["experiment"] for x in records if x.get("command") == command)
-        lines += [f"- command: `{command}` ({exps})",
+        same = [x for x in records if x.get("command") == command]
+        ran, planned = sum(x.get("runs_run", 0) for x in same), sum(x["runs"]["planned"] for x in same)
+        lines += [f"- command: `{command}` ({', '.join(x['experiment'] for x in same)})",
                   f"  - code version `{r.get('code_version')}`, {r.get('date')}, wall time "
-                  f"{r.get('wall_seconds', 0) / 60:.1f} min with {r.get('jobs')} jobs on {r.get('host')}"]
+                  f"{r.get('wall_seconds', 0) / 60:.1f} min with {r.get('jobs')} jobs on {r.get('host')}; "
+                  f"this invocation ran {ran} of the {planned} runs (the others were already finished under "
+                  f"the outputs folder); run time of all {planned}: "
+                  f"{sum(x['run_seconds'] for x in same) / 60:.1f} min"]
     seeds = sorted({tuple(r["seeds"]) for r in records})
     lines += [f"- seeds per cell: {', '.join(str(list(s)) for s in seeds)}", ""]
     lines += ["| claim | paper figure | the paper reports | we measured (seed mean, spread = max - min) "
@@ -620,7 +624,8 @@ def main(argv=None) -> int:
         _, waiting = plan_experiment(exp, planner)
         if waiting:
             ctx.notices.append(f"later stages were not run: {waiting}")
-        record = write_experiment(exp, ctx, args.results / args.profile / exp.id, invocation)
+        ran = {"runs_run": sum(r.run_dir in attempted for r in runs)}
+        record = write_experiment(exp, ctx, args.results / args.profile / exp.id, invocation | ran)
         smoke = " (smoke: not evidence)" if args.profile == "smoke" else ""
         for c in record["claims"]:
             print(f"{c['id']}: {c['status'].upper()}{smoke}: {c['sentence']}")

@@ -77,6 +77,9 @@ def test_second_invocation_runs_nothing_and_an_interrupted_run_is_redone_alone(s
     monkeypatch.setattr(reproduce, "train_one", counted)
     assert reproduce.main(smoke_args(smoke.results, smoke.outputs)) == 0
     assert calls == []
+    record = json.loads((smoke.results / "smoke" / "ioffe2015" / "fig1_mnist" / "claims.json").read_text())
+    assert record["runs_run"] == 0 and record["runs"] == {"planned": 2, "completed": 2}
+    assert "this invocation ran 0 of the" in (smoke.results / "REPORT.md").read_text()
     # interrupted: a run dir without its summary; stale: a run dir made from other overrides
     interrupted = smoke.outputs / "smoke" / "ioffe2015" / "fig1_mnist" / "bn" / "seed0"
     (interrupted / "summary.json").unlink()

@@ -553,9 +553,9 @@ def profile_section(profile: str, records: list[dict]) -> list[str]:
                   f"{r['run_seconds'] / 60:.1f} min of run time; run table `{rel}/runs.csv`, "
                   f"curves `{rel}/curves.csv`.", ""]
         lines += [f"> **Notice.** {n}" for n in r.get("notices", [])] + ([""] if r.get("notices") else [])
-        commits = r.get("run_commits") or {}
-        if len(commits) > 1:
-            lines += [f"Runs were produced at several commits: {commits}.", ""]
+        commits = ", ".join(f"`{c}` ({n} runs)" for c, n in (r.get("run_commits") or {}).items())
+        if commits:
+            lines += [f"The runs were made by the code at commit {commits}.", ""]
         for c in r["claims"]:
             details = "; ".join(c.get("outcomes") or [c["sentence"]])
             lines.append(f"- **{c['id']}** ({c['status']}): {details}")

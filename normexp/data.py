@@ -74,7 +74,7 @@ def _unpack_debian_fashion(raw: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for f in IDX_FILES:
         if not (raw / f).exists():
-            tmp = raw / f".{f}.{os.getpid()}.tmp"  # parallel workers may unpack at once
+            tmp = raw / f"{f}.tmp"
             with gzip.open(FASHION_DEBIAN_DIR / f"{f}.gz", "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             tmp.rename(raw / f)

@@ -657,5 +657,7 @@ def cli() -> None:
         raise SystemExit(2) from None
 
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # python -m: run the imported module, whose Pending the experiment hooks raise
+    from normexp.reproduce import cli as module_cli
+
+    module_cli()

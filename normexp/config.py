@@ -355,8 +355,8 @@ def validate(cfg: DictConfig) -> None:
     if norm.name == "instance" and (len(info.in_shape) == 1 or cfg.model.name in FLAT_INPUT_MODELS):
         raise ConfigError("norm.name", "instance", f"model={cfg.model.name} has no spatial dims; "
                           "instance norm would normalize each value alone")
-    _check_model_runs(cfg, norm, info, batch, build_model)
-    ProbeSet.check_config(cfg.get("probes"))
+    model = _check_model_runs(cfg, norm, info, batch, build_model)
+    ProbeSet.check_config(cfg.get("probes"), model)
 
 
 def _check_processes(cfg, batch: int, norm) -> int:
@@ -381,8 +381,8 @@ def _data_sources():
     return SOURCES
 
 
-def _check_model_runs(cfg, norm, info, batch: int, build_model) -> None:
-    """Build the model and run one training batch through it on the meta device (shapes only)."""
+def _check_model_runs(cfg, norm, info, batch: int, build_model):
+    """Build the model and run one training batch through it on the meta device (shapes only); return it."""
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zero-size layers warn; the forward pass says what is wrong
@@ -393,6 +393,7 @@ def _check_model_runs(cfg, norm, info, batch: int, build_model) -> None:
     except Exception as e:  # noqa: BLE001 - shape errors from deep inside torch
         where = f"with norm={norm.name} on data={cfg.data.name} inputs {tuple(info.in_shape)}"
         raise ConfigError("model", cfg.model.name, f"fails {where}: {_first_line(e)}") from None
+    return model
 
 
 # ---------------------------------------------------------------- command lines

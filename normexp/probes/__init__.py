@@ -1,11 +1,13 @@
 """Probes: measurements taken during training, on a cadence, without changing training.
 
 ``cfg.probes`` holds ``batch_size`` (the fixed probe batch, drawn once from the training data) and one
-sub-config per enabled probe with at least ``every`` (steps between calls; 0 turns it off). A probe is
-called after the step's backward pass and before the optimizer update, so ``.grad`` holds this step's
-gradient; it must leave weights, gradients, optimizer state, BN running statistics and RNG states as it
-found them. Each call becomes one record in ``metrics.jsonl`` with ``split='probe'``, the probe's name, its
-metrics and its own cost in ``seconds``.
+sub-config per enabled probe with ``every`` (steps between calls; 0 turns it off) and the probe's options
+(``Probe.defaults``). A probe is called after the step's backward pass and before the optimizer update, so
+``.grad`` holds this step's gradient on this step's batch. Every call runs under
+:func:`normexp.probes.guard.untouched`, which puts back weights, gradients, optimizer state, buffers (BN
+running statistics), train/eval flags and RNG states. Each call becomes one record in ``metrics.jsonl`` with
+``split='probe'``, the probe's name, its metrics and its own cost in ``seconds``. Record keys of each probe:
+its module's docstring and docs/probes.md.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from normexp.errors import ConfigError, choices
+from normexp.probes.guard import untouched
 
-PROBES: dict[str, type] = {}
+PROBES: dict[str, type[Probe]] = {}
 _RESERVED = ("batch_size",)
 
 
@@ -43,11 +47,21 @@ class StepContext:
     probe_batch: tuple
 
 
+def plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 class Probe:
     name = "probe"
+    defaults: dict = {}  # the probe's options (besides ``every``) and their defaults
 
     def __init__(self, cfg, model: torch.nn.Module):
-        self.cfg, self.every = cfg, int(cfg.get("every", 0))
+        self.every = int(cfg.get("every", 0))
+        self.opts = {k: plain(cfg.get(k, v)) for k, v in self.defaults.items()}
+
+    @classmethod
+    def check(cls, opts: dict, model: torch.nn.Module, key: str) -> None:
+        """Raise ConfigError for an option value that cannot work on ``model`` (``key``: 'probes.<name>')."""
 
     def measure(self, ctx: StepContext) -> dict:
         raise NotImplementedError
@@ -59,17 +73,40 @@ class Probe:
         pass
 
 
+def _check_every(value, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(key, value, "must be an integer >= 0 (steps between calls; 0 turns the probe off)")
+
+
 class ProbeSet:
     @staticmethod
-    def check_config(cfg) -> None:
+    def check_config(cfg, model: torch.nn.Module | None = None) -> None:
+        """Names, options and their values; layer selectors and units only when ``model`` is given."""
         for key in cfg or {}:
-            if key not in PROBES and key not in _RESERVED:
-                raise ConfigError(f"probes.{key}", cfg[key], "not a probe; " + choices([*PROBES, *_RESERVED]))
+            value = cfg[key]
+            if key == "batch_size":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ConfigError("probes.batch_size", value, "must be an integer >= 1")
+                continue
+            if key not in PROBES:
+                raise ConfigError(f"probes.{key}", value, "not a probe; " + choices([*PROBES, *_RESERVED]))
+            if not isinstance(value, (dict, DictConfig)):
+                raise ConfigError(f"probes.{key}", value, "must be a mapping: every and the probe's options")
+            cls = PROBES[key]
+            for option in value:
+                if option != "every" and option not in cls.defaults:
+                    raise ConfigError(f"probes.{key}.{option}", value[option],
+                                      f"probe {key} takes options: " + ", ".join(["every", *cls.defaults]))
+            _check_every(value.get("every", 0), f"probes.{key}.every")
+            if model is not None:
+                opts = {k: plain(value.get(k, v)) for k, v in cls.defaults.items()}
+                cls.check(opts, model, f"probes.{key}")
 
     def __init__(self, cfg, model, data, loss_fn, seed: int):
         cfg = cfg or {}
-        self.check_config(cfg)
-        self.probes = [PROBES[k](cfg[k], model) for k in cfg if k in PROBES and int(cfg[k].get("every", 0)) > 0]
+        self.check_config(cfg, model)
+        enabled = [k for k in cfg if k in PROBES and int(cfg[k].get("every", 0)) > 0]
+        self.probes = [PROBES[k](cfg[k], model) for k in enabled]
         self.model, self.data, self.loss_fn = model, data, loss_fn
         self.batch_size, self.seed = int(cfg.get("batch_size", 128)), seed
         self._probe_batch = None
@@ -90,7 +127,8 @@ class ProbeSet:
             if step % p.every:
                 continue
             start = time.perf_counter()
-            values = p.measure(ctx)
+            with untouched(self.model, optimizer):
+                values = p.measure(ctx)
             records.append({"step": step, "split": "probe", "probe": p.name, **values,
                             "seconds": time.perf_counter() - start})
         return records
@@ -101,3 +139,6 @@ class ProbeSet:
     def load_state_dict(self, state: dict) -> None:
         for p in self.probes:
             p.load_state_dict(state.get(p.name, {}))
+
+
+from normexp.probes import activations  # noqa: E402, F401  (each module registers its probe)

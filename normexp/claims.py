@@ -1,0 +1,224 @@
+"""Verdict helpers shared by every paper's claim checks.
+
+A check reads one experiment's runs through :class:`Runs`, turns each cell (one configuration, several
+seeds) into a :class:`Cell` of per-seed numbers, compares cells with :func:`compare`, and returns a
+:class:`Verdict` built from the comparisons' :class:`Outcome`\\ s. The rule below is the only one; it is
+printed in every report.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+RULE = (
+    "Each cell (one configuration) is run with several seeds. A cell's number is the mean over its seeds; "
+    "its spread is max - min over its seeds (0 for one seed). A comparison of two cells (or of a cell with "
+    "a fixed threshold, spread 0; a threshold that is a multiple f of a cell's mean has spread f times that "
+    "cell's spread) is decided by the sign of the difference of the means only when that difference is at "
+    "least the larger of the two spreads; otherwise it is inconclusive. A diverged run has no number: it "
+    "ranks below every run that trained; a cell whose seeds all diverged is 'diverged', and a cell where "
+    "only some seeds diverged makes any comparison that uses it inconclusive (its seeds disagree). A run "
+    "that failed or is absent is missing: a claim that needs it is inconclusive ('runs are missing'). "
+    "A claim with several conditions fails when one of them fails, passes when all pass, and is "
+    "inconclusive otherwise."
+)
+
+OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell's measurement: a number per seed that trained, plus counts of diverged and missing runs."""
+
+    label: str
+    values: tuple[float, ...] = ()
+    diverged: int = 0
+    missing: int = 0
+
+    @property
+    def seeds(self) -> int:
+        return len(self.values) + self.diverged + self.missing
+
+    @property
+    def state(self) -> str:
+        """``missing`` (some run absent or failed), ``diverged`` (every seed), ``mixed`` or ``trained``."""
+        if self.missing or not self.seeds:
+            return "missing"
+        if self.diverged:
+            return "diverged" if not self.values else "mixed"
+        return "trained"
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values) if self.values else math.nan
+
+    @property
+    def spread(self) -> float:
+        return max(self.values) - min(self.values) if self.values else math.nan
+
+    def describe(self, fmt: str = "{:.4g}") -> str:
+        n = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        notes = [f"{k} {what}" for k, what in ((self.diverged, "diverged"), (self.missing, "missing")) if k]
+        if not self.values:
+            return f"{self.label}: no number ({', '.join(notes)} of {n})"
+        extra = f"; {', '.join(notes)}" if notes else ""
+        return f"{self.label} {fmt.format(self.mean)} (spread {fmt.format(self.spread)}, {n}{extra})"
+
+    def to_dict(self) -> dict:
+        return {"mean": _finite_or_none(self.mean), "spread": _finite_or_none(self.spread),
+                "values": list(self.values), "diverged": self.diverged, "missing": self.missing,
+                "state": self.state}
+
+
+def _finite_or_none(x: float):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One condition of a claim: its status and the sentence that states what was compared."""
+
+    status: str
+    text: str
+    missing: bool = False
+
+
+def compare(a: Cell, op: str, b: Cell | float, factor: float = 1.0, offset: float = 0.0,
+            fmt: str = "{:.4g}") -> Outcome:
+    """Test ``mean(a) op factor * mean(b) + offset`` under :data:`RULE` (``b`` may be a fixed number)."""
+    if op not in OPS:
+        raise ValueError(f"op must be one of {list(OPS)}")
+    ref = b if isinstance(b, Cell) else Cell(fmt.format(b), (float(b),))
+    ref_text = b.describe(fmt) if isinstance(b, Cell) else fmt.format(b)
+    rhs_text = (f"{factor:g} x " if factor != 1 else "") + ref_text + (
+        f" {'+' if offset >= 0 else '-'} {fmt.format(abs(offset))}" if offset else "")
+    text = f"{a.describe(fmt)} {op} {rhs_text}"
+    states = {a.state, ref.state}
+    if "missing" in states:
+        return Outcome(INCONCLUSIVE, f"{text}: runs are missing", missing=True)
+    if "mixed" in states:
+        return Outcome(INCONCLUSIVE, f"{text}: some seeds diverged and some did not")
+    if states == {"diverged"}:
+        return Outcome(INCONCLUSIVE, f"{text}: both diverged")
+    if "diverged" in states:  # a diverged run ranks below every run that trained
+        a_higher = ref.state == "diverged"
+        holds = a_higher if op in (">", ">=") else not a_higher
+        return Outcome(PASS if holds else FAIL, f"{text}: {'holds' if holds else 'does not hold'} "
+                       "(a diverged run ranks below one that trained)")
+    lhs, rhs = a.mean, factor * ref.mean + offset
+    spread = max(a.spread, abs(factor) * ref.spread)
+    diff = lhs - rhs
+    if spread > abs(diff):
+        return Outcome(INCONCLUSIVE, f"{text}: difference {fmt.format(diff)} is within the seed spread "
+                       f"{fmt.format(spread)}")
+    holds = OPS[op](lhs, rhs)
+    return Outcome(PASS if holds else FAIL, f"{text}: {'holds' if holds else 'does not hold'} "
+                   f"(difference {fmt.format(diff)}, spread {fmt.format(spread)})")
+
+
+def combine(outcomes: list[Outcome]) -> str:
+    """Missing runs make the claim inconclusive; otherwise any fail fails it, all pass passes it."""
+    statuses = [o.status for o in outcomes]
+    if not outcomes or any(o.missing for o in outcomes):
+        return INCONCLUSIVE
+    if FAIL in statuses:
+        return FAIL
+    return PASS if all(s == PASS for s in statuses) else INCONCLUSIVE
+
+
+@dataclass
+class Verdict:
+    """A claim's verdict with the numbers it compared (seed mean and spread per cell)."""
+
+    id: str
+    status: str
+    sentence: str
+    measured: dict = field(default_factory=dict)  # label -> Cell.to_dict() or a plain number/text
+    outcomes: list[str] = field(default_factory=list)
+    paper: str = ""
+    figure: str = ""
+
+    @classmethod
+    def from_outcomes(cls, claim_id: str, outcomes: list[Outcome], cells: list[Cell], sentence: str = "",
+                      extra: dict | None = None) -> Verdict:
+        status = combine(outcomes)
+        measured = {c.label: c.to_dict() for c in cells} | (extra or {})
+        lead = sentence or "; ".join(o.text for o in outcomes)
+        return cls(claim_id, status, lead, measured, [f"[{o.status}] {o.text}" for o in outcomes])
+
+    @classmethod
+    def inconclusive(cls, claim_id: str, sentence: str, measured: dict | None = None) -> Verdict:
+        return cls(claim_id, INCONCLUSIVE, sentence, measured or {})
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "status": self.status, "figure": self.figure, "paper": self.paper,
+                "sentence": self.sentence, "outcomes": self.outcomes, "measured": self.measured}
+
+
+# ---------------------------------------------------------------- reading an experiment's runs
+
+class Runs:
+    """One experiment's planned runs at one profile: ``table`` has a row per (cell, seed) with the run's
+    ``status`` (``completed``, ``diverged``, ``failed``, ``incomplete``, ``missing``) and summary columns;
+    ``curves`` holds their metric records (long format) with ``cell`` and ``seed`` columns."""
+
+    def __init__(self, table: pd.DataFrame, curves: pd.DataFrame):
+        self.table, self.curves = table, curves
+
+    def rows(self, cell: str) -> pd.DataFrame:
+        return self.table[self.table["cell"] == cell]
+
+    def has(self, cell: str) -> bool:
+        return bool((self.table["cell"] == cell).any())
+
+    def curve(self, cell: str, seed: int, split: str = "test", probe: str | None = None) -> pd.DataFrame:
+        c = self.curves
+        if c.empty:
+            return c
+        keep = (c["cell"] == cell) & (c["seed"] == seed) & (c["split"] == split)
+        if probe is not None:
+            keep &= c["probe"] == probe
+        return c[keep].dropna(axis=1, how="all").sort_values("step")
+
+    def cell(self, name: str, value: Callable[[pd.Series], float] | str = "test_acc",
+             label: str | None = None) -> Cell:
+        """The cell's per-seed numbers: ``value`` is a summary column or a function of the run's row
+        (use :meth:`curve` inside it for curves). Diverged runs are counted, never measured."""
+        values, diverged, missing = [], 0, 0
+        rows = self.rows(name)
+        for _, row in rows.iterrows():
+            if row["status"] == "diverged":
+                diverged += 1
+            elif row["status"] != "completed":
+                missing += 1
+            else:
+                v = row[value] if isinstance(value, str) else value(row)
+                if v is None or not math.isfinite(float(v)):
+                    missing += 1
+                else:
+                    values.append(float(v))
+        return Cell(label or name, tuple(values), diverged, missing if len(rows) else 1)
+
+    def final_steps(self) -> int:
+        """The planned number of optimizer steps (``planned_steps``, else the summaries' ``steps``)."""
+        col = "planned_steps" if "planned_steps" in self.table else "steps"
+        return int(pd.to_numeric(self.table[col], errors="coerce").max())
+
+
+def value_at(curve: pd.DataFrame, step: int, column: str = "acc") -> float | None:
+    """The value logged at the last record at or before ``step``."""
+    before = curve[curve["step"] <= step]
+    return float(before[column].iloc[-1]) if len(before) and column in before else None
+
+
+def steps_to(curve: pd.DataFrame, target: float, column: str = "acc") -> int | None:
+    """First logged step whose value reaches ``target``; None when it never does."""
+    hit = curve[curve[column] >= target] if column in curve else curve.iloc[0:0]
+    return int(hit["step"].iloc[0]) if len(hit) else None

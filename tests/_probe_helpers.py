@@ -1,0 +1,47 @@
+"""Tiny models, fake data and a probe-calling helper shared by the probe tests."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from normexp.models import build_model
+from normexp.norms import NormSpec
+from normexp.probes import ProbeSet
+
+
+class FakeData:
+    """Stands in for TensorData: only the fixed probe batch is used by ProbeSet."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def fixed_train_batch(self, size: int, seed: int):
+        return self.x[:size], self.y[:size]
+
+
+def model(name: str = "mlp", norm: str = "batch", in_shape=(1, 6, 6), num_classes: int = 3, seed: int = 0,
+          **options):
+    torch.manual_seed(seed)
+    cfg = OmegaConf.create({"name": name, **options})
+    return build_model(cfg, NormSpec.from_config(OmegaConf.create({"name": norm})), in_shape, num_classes)
+
+
+def batch(n: int = 16, in_shape=(1, 6, 6), num_classes: int = 3, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *in_shape, generator=g), torch.randint(0, num_classes, (n,), generator=g)
+
+
+def probe_set(net, probes: dict, x, y, loss_fn=F.cross_entropy, seed: int = 0) -> ProbeSet:
+    return ProbeSet(OmegaConf.create(probes), net, FakeData(x, y), loss_fn, seed)
+
+
+def measure(net, probes: dict, x, y, step: int = 0, optimizer=None, loss_fn=F.cross_entropy):
+    """One call of the probes in ``probes`` at ``step`` with the step's gradient on (x, y) in ``.grad``;
+    returns {probe name: record}."""
+    optimizer = optimizer or torch.optim.SGD(net.parameters(), lr=0.1)
+    optimizer.zero_grad()
+    loss_fn(net(x), y).backward()
+    records = probe_set(net, probes, x, y, loss_fn).run(step, (x, y), optimizer)
+    return {r["probe"]: r for r in records}

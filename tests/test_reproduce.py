@@ -1,0 +1,221 @@
+"""normexp-reproduce end to end at the smoke profile: every experiment's runs, figures, claims and the report
+are produced; a second invocation runs nothing; an interrupted run is redone alone; --only, --dry-run,
+failed runs and parallel workers behave. What the verdicts are is not checked here (smoke is not evidence)."""
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from normexp import reproduce
+from normexp.config import compose
+from normexp.errors import ConfigError
+
+STATUSES = {"pass", "fail", "inconclusive"}
+
+
+def smoke_args(results: Path, outputs: Path, *more: str) -> list[str]:
+    return ["--profile", "smoke", "--jobs", "1", "--threads", "1", "--results", str(results), "--outputs",
+            str(outputs), *more]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    results, outputs = root / "results", root / "outputs"
+    code = reproduce.main(smoke_args(results, outputs))
+    return SimpleNamespace(code=code, results=results, outputs=outputs)
+
+
+def planned_cells(exp, smoke) -> int:
+    return len(pd.read_csv(smoke.results / "smoke" / exp.id / "runs.csv"))
+
+
+@pytest.mark.slow
+def test_every_experiment_writes_runs_figures_claims_and_report(smoke):
+    assert smoke.code == 0
+    experiments = reproduce.discover()
+    assert {e.id for e in experiments} >= {"ioffe2015/fig1_mnist", "ioffe2015/lr_tolerance"}
+    report = (smoke.results / "REPORT.md").read_text()
+    assert "## Profile `smoke` (smoke: not evidence)" in report
+    for exp in experiments:
+        out = smoke.results / "smoke" / exp.id
+        runs = pd.read_csv(out / "runs.csv")
+        seeds = exp.profile("smoke")["seeds"]
+        assert len(runs) >= len(exp.cells("smoke")) * len(seeds)
+        assert set(runs["status"]) <= {"completed", "diverged"}, runs[["cell", "status"]]
+        assert len(pd.read_csv(out / "curves.csv")) > 0
+        for name in exp.spec.get("plots", {}):
+            for ext in ("png", "pdf"):
+                assert (out / f"{name}.{ext}").stat().st_size > 1000
+            assert f"]({'smoke/' + exp.id}/{name}.png)" in report
+        for name in exp.spec.get("tables", {}):
+            assert len(pd.read_csv(out / f"{name}.csv")) > 0
+        record = json.loads((out / "claims.json").read_text())
+        assert [c["id"] for c in record["claims"]] == exp.claim_ids
+        assert all(c["status"] in STATUSES and c["sentence"] for c in record["claims"])
+        assert record["profile"] == "smoke" and record["seeds"] == seeds and record["errors"] == []
+        assert record["command"].startswith("normexp-reproduce --profile smoke")
+        for claim_id in exp.claim_ids:
+            assert f"| {claim_id} | " in report
+    # the stage-2 cells of the lr-tolerance experiment were planned and run after the eta0 search
+    lr_runs = pd.read_csv(smoke.results / "smoke" / "ioffe2015" / "lr_tolerance" / "runs.csv")
+    assert {"relu_bn_x5", "relu_nobn_x5", "sigmoid_bn_x5", "sigmoid_nobn_x1"} <= set(lr_runs["cell"])
+
+
+@pytest.mark.slow
+def test_second_invocation_runs_nothing_and_an_interrupted_run_is_redone_alone(smoke, monkeypatch):
+    calls = []
+    real = reproduce.train_one
+    counted = lambda cfg, run_dir, *a: calls.append(run_dir) or real(cfg, run_dir, *a)  # noqa: E731
+    monkeypatch.setattr(reproduce, "train_one", counted)
+    assert reproduce.main(smoke_args(smoke.results, smoke.outputs)) == 0
+    assert calls == []
+    record = json.loads((smoke.results / "smoke" / "ioffe2015" / "fig1_mnist" / "claims.json").read_text())
+    assert record["runs_run"] == 0 and record["runs"] == {"planned": 2, "completed": 2}
+    assert "this invocation ran 0 of the" in (smoke.results / "REPORT.md").read_text()
+    # interrupted: a run dir without its summary; stale: a run dir made from other overrides
+    interrupted = smoke.outputs / "smoke" / "ioffe2015" / "fig1_mnist" / "bn" / "seed0"
+    (interrupted / "summary.json").unlink()
+    stale = smoke.outputs / "smoke" / "ioffe2015" / "fig1_mnist" / "nobn" / "seed0"
+    meta = json.loads((stale / "meta.json").read_text())
+    meta["overrides"] = [*meta["overrides"], "optim.lr=0.5"]
+    (stale / "meta.json").write_text(json.dumps(meta))
+    assert reproduce.main(smoke_args(smoke.results, smoke.outputs, "--only", "IS-1")) == 0
+    assert sorted(calls) == sorted([str(interrupted), str(stale)])
+    assert json.loads((interrupted / "summary.json").read_text())["status"] == "completed"
+    assert "optim.lr=0.5" not in json.loads((stale / "meta.json").read_text())["overrides"]
+
+
+@pytest.mark.slow
+def test_only_filters_experiments(smoke, tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    assert reproduce.main(smoke_args(results, smoke.outputs, "--only", "IS-2")) == 0
+    written = sorted(p.parent.relative_to(results / "smoke").as_posix() for p in results.rglob("claims.json"))
+    assert written == ["ioffe2015/fig1_mnist"]
+    exps = reproduce.discover()
+    ioffe = [e.id for e in exps if e.id.startswith("ioffe2015/")]
+    assert [e.id for e in reproduce.select(exps, "IS")] == ioffe
+    assert [e.id for e in reproduce.select(exps, "IS-4,lr_tolerance")] == ["ioffe2015/lr_tolerance"]
+    with pytest.raises(ConfigError, match="--only"):
+        reproduce.select(exps, "IS-9")
+    monkeypatch.setattr(sys, "argv", ["normexp-reproduce", "--only", "XX-1", "--dry-run"])
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.cli()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("normexp-reproduce: error: --only='XX-1' is not valid") and "\n" not in err
+
+
+def dry_run_lines(capsys, *args) -> list[str]:
+    assert reproduce.main(["--dry-run", *args]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_dry_run_lists_first_stage_commands(tmp_path, capsys):
+    lines = dry_run_lines(capsys, "--profile", "smoke", "--outputs", str(tmp_path))
+    commands = [line for line in lines if line.startswith("normexp-train ")]
+    assert len(commands) == 2 + 6  # fig1: nobn, bn; lr_tolerance: the six search lrs (one seed each)
+    assert any(line.startswith("# later stage not listed yet: eta0") for line in lines)
+    assert all("profile=smoke" in c and "hydra.run.dir=" in c for c in commands)
+
+
+def test_paper_profile_composes_and_is_listed(tmp_path, capsys):
+    lines = dry_run_lines(capsys, "--profile", "paper", "--outputs", str(tmp_path))
+    commands = [line for line in lines if line.startswith("normexp-train ")]
+    assert any("data=mnist " in c and "train.steps=50000" in c for c in commands)
+    assert any("model=vgg11" in c and "data=cifar10" in c for c in commands)
+
+
+@pytest.mark.slow
+def test_dry_run_commands_reproduce_the_runs_configs(smoke, capsys):
+    lines = dry_run_lines(capsys, "--profile", "smoke", "--outputs", str(smoke.outputs))
+    done = [line.removeprefix("# done: ") for line in lines if line.startswith("# done: ")]
+    assert len(done) == sum(planned_cells(e, smoke) for e in reproduce.discover())
+    assert not [line for line in lines if line.startswith("normexp-train ")]
+    for command in (done[0], done[-1]):
+        words = shlex.split(command)
+        run_dir = Path(words[-1].removeprefix("hydra.run.dir="))
+        overrides = words[1:-1]
+        assert json.loads((run_dir / "meta.json").read_text())["overrides"] == overrides
+        recomposed = yaml.safe_load(OmegaConf.to_yaml(compose(overrides), resolve=True))
+        assert recomposed == yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+@pytest.mark.slow
+def test_a_run_that_raises_is_recorded_failed_and_its_claims_are_inconclusive(tmp_path, monkeypatch):
+    from normexp import train
+
+    real = train.run
+
+    def flaky(cfg, run_dir, **kw):
+        if cfg.norm.name == "batch":
+            raise RuntimeError("simulated crash")
+        return real(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(train, "run", flaky)
+    results = tmp_path / "results"
+    assert reproduce.main(smoke_args(results, tmp_path / "outputs", "--only", "IS-1")) == 1
+    record = json.loads((results / "smoke" / "ioffe2015" / "fig1_mnist" / "claims.json").read_text())
+    assert record["runs"] == {"planned": 2, "completed": 1, "failed": 1}
+    assert [c["status"] for c in record["claims"]] == ["inconclusive", "inconclusive"]
+    assert "missing" in json.dumps(record["claims"])
+
+
+@pytest.mark.slow
+def test_parallel_workers_run_one_thread_each(tmp_path):
+    outputs = tmp_path / "outputs"
+    args = ["--profile", "smoke", "--jobs", "2", "--results", str(tmp_path / "r"), "--outputs", str(outputs)]
+    assert reproduce.main([*args, "--only", "IS-1"]) == 0
+    metas = [json.loads(p.read_text()) for p in outputs.rglob("meta.json")]
+    assert len(metas) == 2 and all("train.threads=1" in m["overrides"] for m in metas)
+    assert all(m["command"].startswith("normexp-train ") for m in metas)
+
+
+def test_overrides_merge_and_cells_expand():
+    merged = reproduce.merge_overrides(["data=a", "+x.y=1", "k=1"], ["data=b", "x.y=2"])
+    assert merged == ["data=b", "+x.y=2", "k=1"]
+    cells = reproduce.expand_cells([{"name": "c{optim.lr}", "overrides": ["norm=none"],
+                                     "grid": {"optim.lr": [0.1, 1.0]}}])
+    assert cells == [reproduce.CellSpec("c0.1", ("norm=none", "optim.lr=0.1")),
+                     reproduce.CellSpec("c1", ("norm=none", "optim.lr=1"))]
+    cells = reproduce.expand_cells([{"name": "c{optim.lr}", "grid": {"optim.lr": [0.1, 1.0]}}],
+                                   {"optim.lr": [3]})
+    assert [c.name for c in cells] == ["c3"]
+
+
+def test_paper_profile_cells_build_and_take_a_step(tmp_path):
+    """The paper profile's data is not here; every cell (both stages) still composes, validates everything
+    but the data, builds its model and takes one SGD step on a random batch of the data set's shape."""
+    import torch
+
+    from normexp.data import data_info
+    from normexp.models import build_model
+    from normexp.norms import NormSpec
+
+    planner = reproduce.Planner("paper", tmp_path, jobs=1, check_data=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: extra threads only wait on a busy machine
+    for exp in reproduce.discover():
+        cells = exp.cells("paper")
+        for extra in exp.params.get("after_search", []):  # stage-2 cells at an example eta0
+            lr = f"optim.lr={extra['multiple'] * 0.01:g}"
+            cells.append(reproduce.CellSpec(extra["name"], (*extra["overrides"], lr)))
+        runs = planner.runs(exp, cells)
+        assert {r.cfg.profile for r in runs} == {"paper"} and {r.seed for r in runs} == {0, 1, 2}
+        for r in runs[::3]:
+            info = data_info(r.cfg.data)
+            norm = NormSpec.from_config(r.cfg.norm)
+            model = build_model(r.cfg.model, norm, info.in_shape, info.num_classes)
+            x = torch.randn(4, *info.in_shape)
+            loss = torch.nn.functional.cross_entropy(model(x), torch.randint(0, info.num_classes, (4,)))
+            loss.backward()
+            assert torch.isfinite(loss)
+    torch.set_num_threads(threads)
+    assert any("data not here" in n for notes in planner.notices.values() for n in notes)

@@ -1,13 +1,13 @@
 """Benchmark (not a test): each probe's cost per call in training steps, and the slowdown of a whole run.
 
-    .venv/bin/python scripts/bench_probes.py [--steps 500] [--repeats 2] [overrides ...]
+    .venv/bin/python scripts/bench_probes.py [--steps 500] [--repeats 3] [--calls 5] [overrides ...]
 
 Part 1 builds the run's pieces once (default: model=vgg_small norm=batch data.batch_size=128 probes=all),
-trains a few warm-up steps, then times one training step (forward, backward, optimizer step) and one call
-of each enabled probe at the same state; it reports the median of ``--calls`` timings, as seconds and in
-units of one training step. Part 2 trains the same seeded run with the probes' configured cadences and
-without probes, alternating ``--repeats`` times in this one process, and reports the wall-time ratio
-(median over repeats). Timings on a shared machine are noisy; read them as rough figures.
+trains a few warm-up steps, then times training steps (forward, backward, optimizer step) alternating with
+calls of each enabled probe; it reports the median of ``--calls`` timings, as seconds and in units of one
+training step. Part 2 trains the same seeded quick-profile run with the probes' configured cadences and
+without probes, ``--repeats`` pairs side by side in this one process, and reports the wall-time ratio and
+the in-run ratio (see ``slowdown``). Timings on a shared machine are noisy; read them as rough figures.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -26,6 +27,7 @@ from normexp.models import build_model
 from normexp.norms import NormSpec
 from normexp.optim import build_optimizer
 from normexp.probes import ProbeSet
+from normexp.records import read_metrics
 from normexp.train import make_loss, run, seed_everything
 
 BASE = ["model=vgg_small", "norm=batch", "data.batch_size=128", "probes=all", "device=cpu",
@@ -75,24 +77,35 @@ def per_call_costs(cfg, calls: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def slowdown(overrides: list[str], repeats: int) -> tuple[float, float, float]:
-    with_probes, without = [], []
+def slowdown(overrides: list[str], repeats: int) -> tuple[float, float]:
+    """Train the same seeded run with and without probes, ``repeats`` pairs side by side; print each pair.
+    Returns the median over pairs of the wall-time ratio, and of the in-run ratio wall / (wall - probe
+    seconds) of the run with probes (its probes and training share the machine's load at the same times,
+    so it is the steadier figure on a shared machine)."""
+    ratios, in_run = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            for probes, times in (("all", with_probes), ("none", without)):
-                cfg = compose([*overrides, f"probes={probes}"])
+            wall = {}
+            for probes in ("all", "none"):
+                run_dir = Path(tmp) / f"{probes}-{r}"
                 start = time.perf_counter()
-                run(cfg, f"{tmp}/{probes}-{r}")
-                times.append(time.perf_counter() - start)
-    a, b = statistics.median(with_probes), statistics.median(without)
-    return a, b, a / b
+                run(compose([*overrides, f"probes={probes}"]), run_dir)
+                wall[probes] = time.perf_counter() - start
+            records = read_metrics(Path(tmp) / f"all-{r}")
+            probe_seconds = sum(m["seconds"] for m in records if m["split"] == "probe")
+            ratios.append(wall["all"] / wall["none"])
+            in_run.append(wall["all"] / (wall["all"] - probe_seconds))
+            print(f"pair {r}: {wall['all']:.1f} s with probes ({probe_seconds:.1f} s in probes), "
+                  f"{wall['none']:.1f} s without: ratio {ratios[-1]:.2f}, in-run {in_run[-1]:.2f}",
+                  flush=True)
+    return statistics.median(ratios), statistics.median(in_run)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="run length (quick profile: 500)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="run pairs (0: skip part 2)")
+    parser.add_argument("--calls", type=int, default=5, help="timed calls per probe (0: skip part 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -102,12 +115,13 @@ def main() -> None:
     cfg = compose(overrides)
     print(f"config: {' '.join(overrides)}; torch threads {torch.get_num_threads()}")
     print(f"{'probe':<28}{'s/call':>10}{'train steps':>13}{'s/step':>10}")
-    for name, seconds, steps, step in per_call_costs(cfg, args.calls):
-        print(f"{name:<28}{seconds:>10.4f}{steps:>13.2f}{step:>10.4f}")
+    for name, seconds, steps, step in per_call_costs(cfg, args.calls) if args.calls > 0 else []:
+        print(f"{name:<28}{seconds:>10.4f}{steps:>13.2f}{step:>10.4f}", flush=True)
     if args.repeats < 1:
         return
-    a, b, ratio = slowdown(overrides, args.repeats)
-    print(f"run of {args.steps} steps: {a:.1f} s with probes, {b:.1f} s without: slowdown {ratio:.2f}x")
+    ratio, in_run = slowdown(overrides, args.repeats)
+    print(f"slowdown of a {args.steps}-step run with probes: {ratio:.2f}x side by side, {in_run:.2f}x in-run "
+          f"(medians over {args.repeats} pairs)")
 
 
 if __name__ == "__main__":

@@ -141,4 +141,4 @@ class ProbeSet:
             p.load_state_dict(state.get(p.name, {}))
 
 
-from normexp.probes import activations  # noqa: E402, F401  (each module registers its probe)
+from normexp.probes import activations, hessian, ics, landscape, moment_drift, param_norms  # noqa: E402, F401

@@ -40,3 +40,15 @@ def untouched(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = 
             m.training = training
         if optimizer is not None:
             optimizer.load_state_dict(opt_state)
+
+
+def replayed_rng():
+    """A block that starts from the current RNG states and puts them back at its end: evaluations wrapped
+    in it draw the same random numbers (noisy BN sees the same noise at every point a probe compares)."""
+    return torch.random.fork_rng(devices=_cuda_devices())
+
+
+@torch.no_grad()
+def assign(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    for p, v in zip(params, values, strict=True):
+        p.copy_(v)

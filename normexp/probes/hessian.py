@@ -1,0 +1,85 @@
+"""Top Hessian eigenvalue of the loss on the fixed probe batch, by power iteration on Hessian-vector
+products (double backprop), for the whole model and optionally per layer (the Hessian block of one
+conv/linear layer's weight and bias).
+
+The eigenvalue found is the one of largest magnitude, with its sign: the Rayleigh quotient lambda = v^T H v
+of the unit iterate v. Iteration starts from a fixed Gaussian vector (its own generator) and stops when the
+residual ||H v - lambda v|| is at most ``tol`` |lambda| (for a symmetric H some eigenvalue then lies within
+``tol`` relative of lambda, and the Rayleigh quotient's error is of second order), or after ``max_iter``
+Hessian-vector products (``iters`` = max_iter: not converged). Options:
+``layers`` (per-layer blocks: indices, names, "all", or [] for the whole model only), ``bn_mode``
+(``train``: the whole model in train mode, batch statistics, the loss being optimized; ``eval``: the whole
+model in eval mode, running statistics), ``tol``, ``max_iter``.
+
+Keys: ``model/top_eig``, ``model/iters``, and per chosen layer ``{layer}/top_eig``, ``{layer}/iters``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from normexp.errors import ConfigError, choices
+from normexp.probes import Probe, register
+from normexp.probes.layers import select, weight_layers
+
+BN_MODES = ("train", "eval")
+
+
+def _dot(a, b) -> float:
+    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True)))
+
+
+def top_eigenvalue(grads, params, tol: float, max_iter: int, seed: int = 0) -> tuple[float, int]:
+    """Power iteration for the dominant eigenvalue of the Hessian d(grads)/d(params); ``grads`` must carry
+    a graph (``create_graph=True``). Returns (eigenvalue, Hessian-vector products used)."""
+    gen = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
+    scale = math.sqrt(_dot(v, v))
+    v = [t / scale for t in v]
+    estimate = math.nan
+    for i in range(1, max_iter + 1):
+        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        estimate = _dot(v, hv)
+        residual = [h - estimate * t for h, t in zip(hv, v, strict=True)]  # directly: no cancellation
+        if math.sqrt(_dot(residual, residual)) <= tol * abs(estimate):
+            return estimate, i
+        size = math.sqrt(_dot(hv, hv))  # > 0: a zero Hv has a zero residual and returned above
+        v = [t / size for t in hv]
+    return estimate, max_iter
+
+
+@register("hessian")
+class Hessian(Probe):
+    defaults = {"layers": [], "bn_mode": "train", "tol": 1e-3, "max_iter": 100}
+
+    @classmethod
+    def check(cls, opts, model, key):
+        select(weight_layers(model), opts["layers"], f"{key}.layers")
+        if opts["bn_mode"] not in BN_MODES:
+            raise ConfigError(f"{key}.bn_mode", opts["bn_mode"], choices(BN_MODES))
+        tol, max_iter = opts["tol"], opts["max_iter"]
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+            raise ConfigError(f"{key}.tol", tol, "must be a number in (0, 1)")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ConfigError(f"{key}.max_iter", max_iter, "must be an integer >= 1")
+
+    def __init__(self, cfg, model):
+        super().__init__(cfg, model)
+        self.chosen = select(weight_layers(model), self.opts["layers"], "probes.hessian.layers")
+
+    def measure(self, ctx) -> dict:
+        model, (x, y), o = ctx.model, ctx.probe_batch, self.opts
+        model.train(o["bn_mode"] == "train")
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(ctx.loss_fn(model(x), y), params, create_graph=True)
+        tol, max_iter = float(o["tol"]), int(o["max_iter"])
+        out = {}
+        out["model/top_eig"], out["model/iters"] = top_eigenvalue(grads, params, tol, max_iter)
+        index = {id(p): i for i, p in enumerate(params)}
+        for name, layer in self.chosen:
+            block = [p for p in layer.parameters() if p.requires_grad]
+            g = [grads[index[id(p)]] for p in block]
+            out[f"{name}/top_eig"], out[f"{name}/iters"] = top_eigenvalue(g, block, tol, max_iter)
+        return out

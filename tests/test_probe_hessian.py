@@ -1,0 +1,71 @@
+"""Top Hessian eigenvalue by power iteration against numpy's eigvalsh of the full Hessian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _probe_helpers import batch, measure, model
+from torch.func import functional_call
+
+
+def dominant(eigenvalues: np.ndarray) -> float:
+    return float(eigenvalues[np.argmax(np.abs(eigenvalues))])
+
+
+class Weights(torch.nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w))
+
+    def forward(self, x):
+        return self.w
+
+
+def test_known_matrix():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(10, 10))
+    H = (A + A.T) / 2
+    Ht = torch.tensor(H)
+    net = Weights(rng.normal(size=10))
+    x, y = torch.zeros(4, 1), torch.zeros(4)
+    loss_fn = lambda out, y: 0.5 * out @ Ht @ out
+    record = measure(net, {"hessian": {"every": 1}}, x, y, loss_fn=loss_fn)["hessian"]
+    assert record["model/top_eig"] == pytest.approx(dominant(np.linalg.eigvalsh(H)), rel=1e-3)
+    assert 1 < record["model/iters"] < 100
+
+
+def full_hessian(net, x, y, names) -> np.ndarray:
+    params = dict(net.named_parameters())
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    shapes = [params[n].shape for n in names]
+    flat = torch.cat([params[n].detach().flatten() for n in names])
+
+    def loss(v):
+        chunks = torch.split(v, [s.numel() for s in shapes])
+        values = {**params, **{n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}}
+        out = functional_call(net, (values, {k: b.clone() for k, b in buffers.items()}), (x,))
+        return torch.nn.functional.cross_entropy(out, y)
+
+    return torch.autograd.functional.hessian(loss, flat).numpy()
+
+
+@pytest.mark.parametrize("bn_mode", ["train", "eval"])
+def test_tiny_network_whole_model_and_layer_block(bn_mode):
+    net = model("mlp", "batch", in_shape=(3,), num_classes=3, widths=[4], activation="tanh").double()
+    with torch.no_grad():
+        net[1].norm.running_mean.copy_(torch.tensor([0.2, -0.1, 0.3, 0.0]))
+        net[1].norm.running_var.copy_(torch.tensor([1.5, 0.7, 2.0, 1.1]))
+    x, y = batch(20, in_shape=(3,))
+    x = x.double()
+    cfg = {"batch_size": 20, "hessian": {"every": 1, "layers": [0, 1], "bn_mode": bn_mode}}
+    record = measure(net, cfg, x, y)["hessian"]
+    net.train(bn_mode == "train")
+    names = [n for n, _ in net.named_parameters()]
+    assert names == ["1.layer.weight", "1.norm.weight", "1.norm.bias", "2.weight", "2.bias"]
+    H = full_hessian(net, x, y, names)
+    assert record["model/top_eig"] == pytest.approx(dominant(np.linalg.eigvalsh(H)), rel=1e-3)
+    first = H[:12, :12]  # the first layer's weight (4 x 3; BN makes its bias redundant)
+    last = H[-15:, -15:]  # the output layer's weight (3 x 4) and bias (3)
+    assert record["1/top_eig"] == pytest.approx(dominant(np.linalg.eigvalsh(first)), rel=1e-3)
+    assert record["2/top_eig"] == pytest.approx(dominant(np.linalg.eigvalsh(last)), rel=1e-3)

@@ -1,4 +1,4 @@
-"""Optimizer (any ``torch.optim`` class through ``_target_``) and learning-rate schedules as functions of step."""
+"""Optimizer (any ``torch.optim`` class through ``_target_``) and learning-rate schedules by step."""
 
 from __future__ import annotations
 

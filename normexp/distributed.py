@@ -35,21 +35,22 @@ def shard(x: torch.Tensor) -> torch.Tensor:
     return x.chunk(world_size())[rank()] if active() else x
 
 
-def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
-    if active():
-        dist.all_reduce(values)
-        values /= world_size()
-    return values
+def mean_over_processes(values: list[float], device: torch.device) -> list[float]:
+    if not active():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / world_size()).tolist()
 
 
-def first_over_processes(step: torch.Tensor) -> torch.Tensor:
-    """The smallest non-negative value over processes (-1: none), so every process stops at the same step."""
+def first_over_processes(step: int, device: torch.device) -> int:
+    """The smallest non-negative step over processes (-1: none), so every process stops at the same step."""
     if not active():
         return step
-    big = torch.iinfo(step.dtype).max
-    step = torch.where(step < 0, big, step)
-    dist.all_reduce(step, op=dist.ReduceOp.MIN)
-    return torch.where(step == big, -1, step)
+    big = 2**62
+    t = torch.tensor(big if step < 0 else step, dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return -1 if t.item() == big else int(t.item())
 
 
 def _free_port() -> int:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -49,59 +48,60 @@ def make_loss(task: str):
     return F.cross_entropy
 
 
-@dataclass
 class Window:
-    """Training loss and accuracy summed on the device since the last log, and the first step whose loss
-    was non-finite or above the bound; read (one host sync) only when logged."""
+    """The training losses (and correct counts) of the steps since the last log, written into buffers on
+    the device: one small copy per step and no host sync. They are read once per log (one sync), which is
+    also when the first step whose loss is non-finite or above ``bound`` is found."""
 
-    device: torch.device
-    bound: float
-    loss: torch.Tensor = None
-    correct: torch.Tensor = None
-    count: int = 0
-    bad_step: torch.Tensor = None
-    last: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.reset()
-        self.bad_step = torch.tensor(-1, device=self.device)
-
-    def reset(self):
-        self.loss = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
-        self.count = 0
+    def __init__(self, device: torch.device, bound: float, size: int):
+        self.bound = bound
+        self.losses = torch.zeros(size, device=device)
+        self.correct = torch.zeros(size, device=device, dtype=torch.long)
+        self.count, self.first_step, self.last = 0, 0, {}
 
     def add(self, step: int, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, classify: bool):
-        self.loss += loss
+        if self.count == 0:
+            self.first_step = step
+        self.losses[self.count] = loss
+        if classify:
+            self.correct[self.count] = (out.argmax(dim=1) == y).sum()
         self.count += 1
-        if classify:
-            self.correct += (out.argmax(dim=1) == y).sum()
-        bad = ~torch.isfinite(loss) | (loss > self.bound)
-        self.bad_step = torch.where((self.bad_step < 0) & bad, step, self.bad_step)
 
-    def flush(self, batch_size: int, classify: bool) -> dict:
-        """Mean loss (and accuracy over ``batch_size`` examples a step) since the last flush, averaged over
-        the processes of a multi-process run."""
-        loss, correct = distributed.mean_over_processes(torch.stack([self.loss, self.correct.to(self.loss)]))
-        values = {"loss": loss.item() / self.count}
-        if classify:
-            values["acc"] = correct.item() / (self.count * batch_size)
-        self.last = values
-        self.reset()
-        return values
+    def _read(self) -> tuple[list[float], int]:
+        """This window's losses and its total correct count, in one host sync."""
+        n = self.count
+        values = torch.cat([self.losses[:n], self.correct[:n].sum().to(self.losses).view(1)]).tolist()
+        return values[:n], int(values[n])
+
+    def _first_bad(self, losses: list[float]) -> int | None:
+        """The first step whose loss is bad, the earliest over the processes of a multi-process run."""
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v) or v > self.bound), None)
+        step = -1 if bad is None else self.first_step + bad
+        step = distributed.first_over_processes(step, self.losses.device)
+        return step if step >= 0 else None
 
     @property
     def diverged_at(self) -> int | None:
-        s = int(distributed.first_over_processes(self.bad_step.clone()).item())
-        return s if s >= 0 else None
+        return self._first_bad(self._read()[0])
+
+    def flush(self, batch_size: int, classify: bool) -> tuple[dict, int | None]:
+        """(mean loss, and accuracy over ``batch_size`` examples a step, since the last flush; the first bad
+        step or None). Means are averaged over the processes of a multi-process run."""
+        losses, correct = self._read()
+        n, bad = self.count, self._first_bad(losses)
+        loss, correct = distributed.mean_over_processes([sum(losses), correct], self.losses.device)
+        self.last = {"loss": loss / n, **({"acc": correct / (n * batch_size)} if classify else {})}
+        self.count = 0
+        return self.last, bad
 
     def state_dict(self) -> dict:
-        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "count": self.count,
-                "bad_step": self.bad_step.cpu(), "last": self.last}
+        return {"losses": self.losses.cpu(), "correct": self.correct.cpu(), "count": self.count,
+                "first_step": self.first_step, "last": self.last}
 
     def load_state_dict(self, s: dict) -> None:
-        self.loss, self.correct = s["loss"].to(self.device), s["correct"].to(self.device)
-        self.count, self.bad_step, self.last = s["count"], s["bad_step"].to(self.device), s["last"]
+        self.losses.copy_(s["losses"])
+        self.correct.copy_(s["correct"])
+        self.count, self.first_step, self.last = s["count"], s["first_step"], s["last"]
 
 
 @torch.no_grad()
@@ -242,7 +242,7 @@ def build_loop(cfg: DictConfig, device: torch.device, record: RunRecord, checkpo
     scheduler = build_schedule(cfg.schedule, optimizer, steps)
     loss_fn = make_loss(data.info.task)
     probes = ProbeSet(cfg.get("probes"), model, data, loss_fn, int(cfg.seed))
-    window = Window(device, float(cfg.train.diverge_loss))
+    window = Window(device, float(cfg.train.diverge_loss), int(cfg.train.log_every))
     trackers = build_trackers(cfg, record.dir, run_name=record.dir.name) if distributed.rank() == 0 else []
     loop = Loop(cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers, steps)
     if checkpoint is not None:
@@ -320,8 +320,11 @@ class Loop:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.probes.probes and self.probes.due(step):
-                if self.window.diverged_at is not None:  # probes sync anyway; don't measure a broken model
-                    return self.end_diverged()
+                bad_step = self.window.diverged_at  # probes sync anyway; don't measure a broken model
+                if bad_step is not None:
+                    if self.window.count:
+                        self.log_train()
+                    return self.end_diverged(bad_step)
                 t0 = time.perf_counter()
                 for r in self.probes.run(step, (x, y), self.optimizer):
                     self.log(r)
@@ -331,9 +334,9 @@ class Loop:
             self.step = done = step + 1
             self.trained_steps += 1
             if done % log_every == 0 or done == self.steps:
-                if self.window.diverged_at is not None:
-                    return self.end_diverged()
-                values = self.log_train()
+                values, bad_step = self.log_train()
+                if bad_step is not None:
+                    return self.end_diverged(bad_step)
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{values['loss']:.4g}", refresh=False)
             if (eval_every and done % eval_every == 0) or done == self.steps:
@@ -342,16 +345,15 @@ class Loop:
                 self.save_checkpoint()
         return self.summary("completed")
 
-    def log_train(self) -> dict:
-        values = self.window.flush(self.data.batch_size // distributed.world_size(), self.classify)
+    def log_train(self) -> tuple[dict, int | None]:
+        """Log the window's training loss (and accuracy); return them and its first bad step, if any."""
+        values, bad_step = self.window.flush(self.data.batch_size // distributed.world_size(), self.classify)
         self.log({"step": self.step, "split": "train", **values, "lr": self.scheduler.get_last_lr()[0]})
-        return values
+        return values, bad_step
 
-    def end_diverged(self) -> dict:
-        """The loss went non-finite or above ``train.diverge_loss``: log the window that shows it and stop."""
-        self.diverged_step = self.window.diverged_at
-        if self.window.count:
-            self.log_train()
+    def end_diverged(self, bad_step: int) -> dict:
+        """The loss went non-finite or above ``train.diverge_loss`` at ``bad_step``: stop there."""
+        self.diverged_step = bad_step
         return self.summary("diverged")
 
     def evaluate(self, step: int) -> None:

@@ -1,0 +1,355 @@
+"""normexp-bench: the speed figures, each a ratio of two things timed side by side in this one run.
+
+    normexp-bench [--only overhead,probes,sweep,fold,suite] [--repeats 5] [--threads 1] [--markdown FILE]
+
+- overhead: harness step time over a minimal hand-written loop (same model built by the registry, same
+  data already in memory, same batch; probes off), MLP and small VGG at batch 4 and 128. The harness time
+  is its summary's training time (evaluation excluded, logging and the divergence check included).
+- probes: each probe's cost per call in training steps, and a quick-profile run with ``probes=all`` over
+  the same run without probes.
+- sweep: runs per second of a small-batch sweep with ``launcher=parallel`` over ``launcher=basic``
+  (both through the real command line, start-up included).
+- fold: eval-mode inference with BN folded into the conv before it (SD-3), over the unfolded net.
+- suite: wall time of ``normexp-reproduce --profile quick`` per experiment (fresh output folders).
+
+Each figure is repeated and reported as min / median / max; a machine's noise moves both sides of a ratio
+together more than it moves either alone. Figures are not assertions: the tests never time anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from normexp.config import compose
+from normexp.data import build_data
+from normexp.models import build_model
+from normexp.norms import NormSpec
+from normexp.optim import build_optimizer
+from normexp.train import make_loss, run, seed_everything
+
+QUIET = ["device=cpu", "train.progress=false", "logger=local", "probes=none"]
+OVERHEAD_CASES = [("mlp", 4, 2000), ("mlp", 128, 1000), ("vgg_small", 4, 600), ("vgg_small", 128, 100)]
+BIN = Path(sys.executable).parent
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def built(cfg):
+    """The run's data, model and optimizer exactly as ``normexp-train`` builds them."""
+    seed_everything(int(cfg.seed))
+    data = build_data(cfg.data, torch.device("cpu"), int(cfg.seed))
+    model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)
+    return data, model, build_optimizer(cfg.optim, model)
+
+
+def bare_loop(cfg):
+    """What a researcher would write: index the in-memory tensors, forward, backward, step. Returns the
+    step function (its own model, optimizer and copy of the data)."""
+    data, model, opt = built(cfg)
+    x_all, y_all, b = data.x_train, data.y_train, data.batch_size
+    order = torch.randperm(len(y_all))
+    per_epoch = len(y_all) // b
+
+    def step(i: int) -> None:
+        idx = order[(i % per_epoch) * b : (i % per_epoch + 1) * b]
+        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def interleaved_step_times(cfg, run_dir: Path) -> tuple[float, float]:
+    """(harness, bare) seconds per step, measured in lockstep: every time the harness fetches a batch, one
+    bare-loop step runs first. A harness step is the time from the end of one bare step to the start of the
+    next, so both sides see the same moments of a noisy machine (milliseconds apart)."""
+    from normexp.data import TensorData
+
+    bare_step, fetch = bare_loop(cfg), TensorData.batch
+    marks: list[tuple[float, float]] = []
+
+    def batch_after_a_bare_step(self, i: int):
+        t0 = time.perf_counter()
+        bare_step(i)
+        marks.append((t0, time.perf_counter()))
+        return fetch(self, i)
+
+    TensorData.batch = batch_after_a_bare_step
+    try:
+        run(cfg, run_dir)
+    finally:
+        TensorData.batch = fetch
+    marks = marks[5:]  # warm-up
+    harness = sum(nxt[0] - cur[1] for cur, nxt in zip(marks, marks[1:], strict=False))
+    bare = sum(end - start for start, end in marks[:-1])
+    return harness / (len(marks) - 1), bare / (len(marks) - 1)
+
+
+def bench_overhead(repeats: int, threads: int) -> list[tuple]:
+    rows = []
+    for model, batch, steps in OVERHEAD_CASES:
+        cfg = compose(
+            [
+                *QUIET,
+                f"model={model}",
+                "norm=batch",
+                f"data.batch_size={batch}",
+                f"train.steps={steps}",
+                "train.eval_every=0",
+                "data.test_subset=100",
+                f"train.threads={threads}",
+            ]
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            pairs = [interleaved_step_times(cfg, Path(tmp) / str(r)) for r in range(repeats)]
+        ratios = [harness / bare for harness, bare in pairs]
+        rows.append((f"harness / bare loop, {model} batch {batch}", "<= 1.05", *spread(ratios)))
+    return rows
+
+
+def probe_costs(cfg, calls: int) -> list[tuple[str, float]]:
+    """(probe, median cost of a call in units of a training step timed alternately with its calls)."""
+    from normexp.probes import ProbeSet
+
+    data, model, optimizer = built(cfg)
+    loss_fn, batch, steps = make_loss(data.info.task), [], iter(range(10**9))
+
+    def train_step():  # leaves the step's gradient in .grad and its batch in ``batch``
+        batch[:] = data.batch(next(steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(batch[0]), batch[1]).backward()
+        optimizer.step()
+
+    for _ in range(5):
+        train_step()
+    probes_cfg, rows = OmegaConf.to_container(cfg.probes), []
+    for name, sub in probes_cfg.items():
+        if name == "batch_size" or not sub.get("every"):
+            continue
+        alone = ProbeSet(
+            OmegaConf.create({"batch_size": probes_cfg.get("batch_size", 128), name: {**sub, "every": 1}}),
+            model,
+            data,
+            loss_fn,
+            int(cfg.seed),
+        )
+        train_step()
+        alone.run(0, tuple(batch), optimizer)  # warm-up (moment drift's first call only stores)
+        step_times, probe_times = [], []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            train_step()
+            t1 = time.perf_counter()
+            alone.run(1, tuple(batch), optimizer)
+            step_times.append(t1 - t0)
+            probe_times.append(time.perf_counter() - t1)
+        rows.append(
+            (f"{name} (every {sub['every']})", statistics.median(probe_times) / statistics.median(step_times))
+        )
+    return rows
+
+
+def bench_probes(repeats: int, threads: int) -> list[tuple]:
+    base = [
+        "device=cpu",
+        "train.progress=false",
+        "logger=local",
+        "model=vgg_small",
+        "norm=batch",
+        "data.batch_size=128",
+        "profile=quick",
+        f"train.threads={threads}",
+    ]
+    rows = [
+        (f"probe call / training step: {name}", "", cost, cost, cost)
+        for name, cost in probe_costs(compose([*base, "probes=all"]), calls=5)
+    ]
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            wall = {}
+            for probes in ("all", "none") if r % 2 == 0 else ("none", "all"):
+                start = time.perf_counter()
+                run(compose([*base, f"probes={probes}"]), Path(tmp) / f"{probes}-{r}")
+                wall[probes] = time.perf_counter() - start
+            ratios.append(wall["all"] / wall["none"])
+    steps = compose(base).train.steps
+    rows.append(
+        (
+            f"{steps}-step run with probes=all / without probes (vgg_small, batch 128)",
+            "<= 1.3",
+            *spread(ratios),
+        )
+    )
+    return rows
+
+
+def bench_sweep(repeats: int, runs: int = 16, steps: int = 1000) -> list[tuple]:
+    """A sweep of ``runs`` small-batch runs through the command line, sequential vs parallel launcher."""
+    seeds = ",".join(str(s) for s in range(runs))
+    args = [
+        str(BIN / "normexp-train"),
+        "-m",
+        f"seed={seeds}",
+        "model=vgg_small",
+        "data.batch_size=4",
+        f"train.steps={steps}",
+        "train.eval_every=0",
+        "data.test_subset=500",
+        "train.progress=false",
+    ]
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            wall = {}
+            for launcher in ("basic", "parallel") if r % 2 == 0 else ("parallel", "basic"):
+                start = time.perf_counter()
+                subprocess.run(
+                    [*args, f"launcher={launcher}", f"hydra.sweep.dir={tmp}/{launcher}-{r}"],
+                    check=True,
+                    capture_output=True,
+                )
+                wall[launcher] = time.perf_counter() - start
+            ratios.append(wall["basic"] / wall["parallel"])
+    return [
+        (
+            f"sweep throughput, parallel / sequential ({runs} runs of vgg_small, batch 4, {steps} steps)",
+            ">= 1.7",
+            *spread(ratios),
+        )
+    ]
+
+
+def bench_fold(repeats: int, batch: int = 256) -> list[tuple]:
+    from torch.utils.benchmark import Timer
+
+    from normexp.fold import fold_batch_norms
+
+    rows = []
+    for name, shape, extra in [
+        ("vgg_small", (1, 28, 28), []),
+        ("resnet_cifar", (3, 32, 32), []),
+        ("resnet18", (3, 32, 32), ["model.small_input_stem=true"]),
+    ]:
+        cfg = compose([f"model={name}", "norm=batch", *extra])
+        model = build_model(cfg.model, NormSpec.from_config(cfg.norm), shape, 10).train()
+        with torch.no_grad():  # running statistics of some data, so BN is not the identity
+            for _ in range(3):
+                model(torch.randn(32, *shape) * 2 + 0.5)
+        folded, x = fold_batch_norms(model), torch.randn(batch, *shape)
+        model.eval()
+        ratios = []
+        for _ in range(repeats):
+            ms = [
+                Timer("with torch.no_grad(): net(x)", globals={"net": net, "x": x, "torch": torch})
+                .blocked_autorange(min_run_time=0.5)
+                .median
+                for net in (model, folded)
+            ]
+            ratios.append(ms[0] / ms[1])
+        rows.append((f"SD-3 folded BN speed-up, eval forward, {name} batch {batch}", "", *spread(ratios)))
+    return rows
+
+
+def bench_suite() -> list[tuple]:
+    """``normexp-reproduce --profile quick`` from nothing: total wall time, and each experiment's run time
+    (the sum of its runs' wall seconds: experiments share the workers, so have no wall time of their own)."""
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                str(BIN / "normexp-reproduce"),
+                "--profile",
+                "quick",
+                "--outputs",
+                f"{tmp}/o",
+                "--results",
+                f"{tmp}/r",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        total = (time.perf_counter() - start) / 60
+        rows = []
+        for table in sorted(Path(tmp, "r", "quick").glob("*/*/runs.csv")):
+            minutes = pd.read_csv(table)["wall_seconds"].sum() / 60
+            name = (
+                f"quick suite: run time of {table.parent.parent.name}/{table.parent.name} (minutes, 2 jobs)"
+            )
+            rows.append((name, "", minutes, minutes, minutes))
+    return [*rows, ("quick reproduction suite, whole wall time (minutes)", "<= 20", total, total, total)]
+
+
+SECTIONS = {
+    "overhead": lambda a: bench_overhead(a.repeats, a.threads),
+    "probes": lambda a: bench_probes(a.repeats, a.threads),
+    "sweep": lambda a: bench_sweep(max(1, a.repeats // 2)),
+    "fold": lambda a: bench_fold(a.repeats),
+    "suite": lambda a: bench_suite(),
+}
+
+
+def markdown(rows: list[tuple], command: str) -> str:
+    lines = [
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads.",
+        "",
+        "| figure | target | min | median | max |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, target, lo, mid, hi in rows:
+        cells = [f"{v:.3g}" if v == v else "" for v in (lo, mid, hi)]
+        lines.append(f"| {name} | {target} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(prog="normexp-bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default="overhead,probes,sweep,fold", help=f"comma list of {', '.join(SECTIONS)}"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the in-process figures")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    unknown = [s for s in args.only.split(",") if s not in SECTIONS]
+    if unknown:
+        print(
+            f"normexp-bench: error: --only={unknown[0]!r} is not valid: choose from {', '.join(SECTIONS)}",
+            file=sys.stderr,
+        )
+        return 2
+    torch.set_num_threads(args.threads)
+    rows = []
+    for section in args.only.split(","):
+        for row in SECTIONS[section](args):
+            rows.append(row)
+            print(
+                f"{row[0]:<90} {row[1]:>8}  min {row[2]:.3g}  median {row[3]:.3g}  max {row[4]:.3g}",
+                flush=True,
+            )
+    command = "normexp-bench " + " ".join(sys.argv[1:])
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(f"# Benchmarks\n\n{markdown(rows, command.strip())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

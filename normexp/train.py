@@ -49,59 +49,66 @@ def make_loss(task: str):
 
 
 class Window:
-    """The training losses (and correct counts) of the steps since the last log, written into buffers on
-    the device: one small copy per step and no host sync. They are read once per log (one sync), which is
-    also when the first step whose loss is non-finite or above ``bound`` is found."""
+    """The training losses (and predictions) of the steps since the last log. A step only keeps references
+    to tensors it made anyway (no kernel, no host sync); a log reads the window in one sync, which is also
+    when the first step whose loss is non-finite or above ``bound`` is found."""
 
-    def __init__(self, device: torch.device, bound: float, size: int):
-        self.bound = bound
-        self.losses = torch.zeros(size, device=device)
-        self.correct = torch.zeros(size, device=device, dtype=torch.long)
-        self.count, self.first_step, self.last = 0, 0, {}
+    def __init__(self, device: torch.device, bound: float):
+        self.device, self.bound = device, bound
+        self.losses, self.outputs, self.targets = [], [], []
+        self.first_step, self.carried_correct, self.last = 0, 0, {}
+
+    @property
+    def count(self) -> int:
+        return len(self.losses)
 
     def add(self, step: int, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor, classify: bool):
-        if self.count == 0:
+        if not self.losses:
             self.first_step = step
-        self.losses[self.count] = loss
+        self.losses.append(loss)
         if classify:
-            self.correct[self.count] = (out.argmax(dim=1) == y).sum()
-        self.count += 1
+            self.outputs.append(out)
+            self.targets.append(y)
 
     def _read(self) -> tuple[list[float], int]:
         """This window's losses and its total correct count, in one host sync."""
+        losses = torch.stack(self.losses).float()
+        if self.outputs:
+            correct = (torch.cat(self.outputs).argmax(dim=1) == torch.cat(self.targets)).sum()
+            losses = torch.cat([losses, correct.view(1).to(losses)])
+        values = losses.tolist()
         n = self.count
-        values = torch.cat([self.losses[:n], self.correct[:n].sum().to(self.losses).view(1)]).tolist()
-        return values[:n], int(values[n])
+        return values[:n], self.carried_correct + (int(values[n]) if self.outputs else 0)
 
     def _first_bad(self, losses: list[float]) -> int | None:
         """The first step whose loss is bad, the earliest over the processes of a multi-process run."""
         bad = next((i for i, v in enumerate(losses) if not math.isfinite(v) or v > self.bound), None)
         step = -1 if bad is None else self.first_step + bad
-        step = distributed.first_over_processes(step, self.losses.device)
+        step = distributed.first_over_processes(step, self.device)
         return step if step >= 0 else None
 
     @property
     def diverged_at(self) -> int | None:
-        return self._first_bad(self._read()[0])
+        return self._first_bad(self._read()[0]) if self.losses else None
 
     def flush(self, batch_size: int, classify: bool) -> tuple[dict, int | None]:
         """(mean loss, and accuracy over ``batch_size`` examples a step, since the last flush; the first bad
         step or None). Means are averaged over the processes of a multi-process run."""
         losses, correct = self._read()
         n, bad = self.count, self._first_bad(losses)
-        loss, correct = distributed.mean_over_processes([sum(losses), correct], self.losses.device)
+        loss, correct = distributed.mean_over_processes([sum(losses), correct], self.device)
         self.last = {"loss": loss / n, **({"acc": correct / (n * batch_size)} if classify else {})}
-        self.count = 0
+        self.losses, self.outputs, self.targets, self.carried_correct = [], [], [], 0
         return self.last, bad
 
     def state_dict(self) -> dict:
-        return {"losses": self.losses.cpu(), "correct": self.correct.cpu(), "count": self.count,
-                "first_step": self.first_step, "last": self.last}
+        losses, correct = self._read() if self.losses else ([], 0)
+        return {"losses": losses, "correct": correct, "first_step": self.first_step, "last": self.last}
 
     def load_state_dict(self, s: dict) -> None:
-        self.losses.copy_(s["losses"])
-        self.correct.copy_(s["correct"])
-        self.count, self.first_step, self.last = s["count"], s["first_step"], s["last"]
+        self.losses = [torch.tensor(v, device=self.device) for v in s["losses"]]
+        self.outputs, self.targets, self.carried_correct = [], [], s["correct"]
+        self.first_step, self.last = s["first_step"], s["last"]
 
 
 @torch.no_grad()
@@ -242,7 +249,7 @@ def build_loop(cfg: DictConfig, device: torch.device, record: RunRecord, checkpo
     scheduler = build_schedule(cfg.schedule, optimizer, steps)
     loss_fn = make_loss(data.info.task)
     probes = ProbeSet(cfg.get("probes"), model, data, loss_fn, int(cfg.seed))
-    window = Window(device, float(cfg.train.diverge_loss), int(cfg.train.log_every))
+    window = Window(device, float(cfg.train.diverge_loss))
     trackers = build_trackers(cfg, record.dir, run_name=record.dir.name) if distributed.rank() == 0 else []
     loop = Loop(cfg, model, data, optimizer, scheduler, loss_fn, probes, window, record, trackers, steps)
     if checkpoint is not None:

@@ -142,6 +142,20 @@ def test_exception_mid_run_is_recorded_failed_and_the_rerun_resumes_exactly(tmp_
     assert_same_run(reference, tmp_path)
 
 
+def test_a_checkpoint_inside_a_logging_window_resumes_that_window_exactly(tmp_path, monkeypatch):
+    # log every 7 steps, checkpoint every 10: the checkpoint at step 10 holds 3 steps of an open window
+    overrides = [*RESUMABLE, "train.log_every=7"]
+    train(tmp_path / "reference", overrides)
+    monkeypatch.setattr(TensorData, "batch", _failing_batch(TensorData.batch, at=12))
+    with pytest.raises(RuntimeError):
+        train(tmp_path / "resumed", overrides)
+    monkeypatch.undo()
+    assert train(tmp_path / "resumed", overrides)["status"] == "completed"
+    assert read_json(tmp_path / "resumed" / "meta.json")["resumed_from_step"] == 10
+    assert [r["step"] for r in read_metrics(tmp_path / "resumed") if r["split"] == "train"] == [7, 14, 21, 28, 30]
+    assert_same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
 def test_a_finished_run_dir_is_returned_as_it_is(tmp_path):
     first = train(tmp_path, FAST)
     metrics = (tmp_path / METRICS).read_text()

@@ -199,12 +199,13 @@ def bench_probes(repeats: int, threads: int) -> list[tuple]:
 
 
 def bench_sweep(repeats: int, runs: int = 16, steps: int = 1000) -> list[tuple]:
-    """A sweep of ``runs`` small-batch runs through the command line, sequential vs parallel launcher."""
-    seeds = ",".join(str(s) for s in range(runs))
+    """Sweeps of small-batch runs through the command line, sequential vs parallel launcher, each at
+    ``runs // 2`` and ``runs`` runs: the whole command's throughput at ``runs``, and the marginal throughput
+    (the extra runs over the extra seconds), which is what a sweep of hundreds of runs sees once the
+    fixed start-up (imports, worker processes) is paid."""
     args = [
         str(BIN / "normexp-train"),
         "-m",
-        f"seed={seeds}",
         "model=vgg_small",
         "data.batch_size=4",
         f"train.steps={steps}",
@@ -212,25 +213,43 @@ def bench_sweep(repeats: int, runs: int = 16, steps: int = 1000) -> list[tuple]:
         "data.test_subset=500",
         "train.progress=false",
     ]
-    ratios = []
+    whole, marginal, per_run = [], [], {"basic": [], "parallel": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             wall = {}
             for launcher in ("basic", "parallel") if r % 2 == 0 else ("parallel", "basic"):
-                start = time.perf_counter()
-                subprocess.run(
-                    [*args, f"launcher={launcher}", f"hydra.sweep.dir={tmp}/{launcher}-{r}"],
-                    check=True,
-                    capture_output=True,
-                )
-                wall[launcher] = time.perf_counter() - start
-            ratios.append(wall["basic"] / wall["parallel"])
+                for n in (runs // 2, runs):
+                    seeds = ",".join(str(s) for s in range(n))
+                    start = time.perf_counter()
+                    subprocess.run(
+                        [
+                            *args,
+                            f"seed={seeds}",
+                            f"launcher={launcher}",
+                            f"hydra.sweep.dir={tmp}/{launcher}-{n}-{r}",
+                        ],
+                        check=True,
+                        capture_output=True,
+                    )
+                    wall[launcher, n] = time.perf_counter() - start
+                extra = wall[launcher, runs] - wall[launcher, runs // 2]
+                per_run[launcher].append(extra / (runs - runs // 2))
+            whole.append(wall["basic", runs] / wall["parallel", runs])
+            marginal.append(per_run["basic"][-1] / per_run["parallel"][-1])
+    what = f"vgg_small, batch 4, {steps} steps"
     return [
         (
-            f"sweep throughput, parallel / sequential ({runs} runs of vgg_small, batch 4, {steps} steps)",
+            f"sweep throughput, parallel / sequential, whole command ({runs} runs of {what})",
             ">= 1.7",
-            *spread(ratios),
-        )
+            *spread(whole),
+        ),
+        (
+            f"sweep throughput, parallel / sequential, marginal (runs {runs // 2 + 1}-{runs})",
+            ">= 1.7",
+            *spread(marginal),
+        ),
+        ("seconds per run, sequential (marginal)", "", *spread(per_run["basic"])),
+        ("seconds per run, parallel (marginal)", "", *spread(per_run["parallel"])),
     ]
 
 
@@ -305,10 +324,12 @@ SECTIONS = {
 }
 
 
-def markdown(rows: list[tuple], command: str) -> str:
+def section_markdown(section: str, rows: list[tuple], command: str) -> str:
     lines = [
-        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads.",
+        f"## {section}",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads in the benchmark process.",
         "",
         "| figure | target | min | median | max |",
         "| --- | --- | --- | --- | --- |",
@@ -319,6 +340,21 @@ def markdown(rows: list[tuple], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_markdown(path: Path, sections: dict[str, str]) -> None:
+    """Replace the given sections of ``path`` (kept in SECTIONS order); the other sections stay as they were,
+    each with the command and date that produced it."""
+    old = {}
+    if path.exists():
+        for chunk in path.read_text().split("\n## ")[1:]:
+            old[chunk.split("\n", 1)[0].strip()] = "## " + chunk.rstrip("\n") + "\n"
+    merged = {**old, **sections}
+    body = "\n".join(merged[name] for name in SECTIONS if name in merged)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# Benchmarks\n\nRatios timed side by side in one run of `normexp-bench` (see its --help).\n\n{body}"
+    )
+
+
 def cli() -> int:
     parser = argparse.ArgumentParser(prog="normexp-bench", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -326,7 +362,11 @@ def cli() -> int:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the in-process figures")
-    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        help="also write the tables to this file (sections not run keep their old tables)",
+    )
     args = parser.parse_args()
     unknown = [s for s in args.only.split(",") if s not in SECTIONS]
     if unknown:
@@ -336,18 +376,18 @@ def cli() -> int:
         )
         return 2
     torch.set_num_threads(args.threads)
-    rows = []
+    command, done = ("normexp-bench " + " ".join(sys.argv[1:])).strip(), {}
     for section in args.only.split(","):
+        rows = []
         for row in SECTIONS[section](args):
             rows.append(row)
             print(
                 f"{row[0]:<90} {row[1]:>8}  min {row[2]:.3g}  median {row[3]:.3g}  max {row[4]:.3g}",
                 flush=True,
             )
-    command = "normexp-bench " + " ".join(sys.argv[1:])
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(f"# Benchmarks\n\n{markdown(rows, command.strip())}")
+        done[section] = section_markdown(section, rows, command)
+        if args.markdown:  # after each section, so a long benchmark keeps what it measured
+            write_markdown(args.markdown, done)
     return 0
 
 

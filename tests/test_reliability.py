@@ -152,7 +152,8 @@ def test_a_checkpoint_inside_a_logging_window_resumes_that_window_exactly(tmp_pa
     monkeypatch.undo()
     assert train(tmp_path / "resumed", overrides)["status"] == "completed"
     assert read_json(tmp_path / "resumed" / "meta.json")["resumed_from_step"] == 10
-    assert [r["step"] for r in read_metrics(tmp_path / "resumed") if r["split"] == "train"] == [7, 14, 21, 28, 30]
+    train_steps = [r["step"] for r in read_metrics(tmp_path / "resumed") if r["split"] == "train"]
+    assert train_steps == [7, 14, 21, 28, 30]
     assert_same_run(tmp_path / "reference", tmp_path / "resumed")
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normexp.errors import ConfigError, choices
 from normexp.probes.guard import untouched
+from normexp.probes.layers import select, weight_layers
 
 PROBES: dict[str, type[Probe]] = {}
 _RESERVED = ("batch_size",)
@@ -71,6 +72,21 @@ class Probe:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class WeightLayerProbe(Probe):
+    """A probe over a chosen set of the model's weight layers (option ``layers``: indices, names or 'all'),
+    kept in ``self.chosen`` as (name, layer) pairs."""
+
+    defaults = {"layers": "all"}
+
+    @classmethod
+    def check(cls, opts, model, key):
+        select(weight_layers(model), opts["layers"], f"{key}.layers")
+
+    def __init__(self, cfg, model):
+        super().__init__(cfg, model)
+        self.chosen = select(weight_layers(model), self.opts["layers"], f"probes.{self.name}.layers")
 
 
 def _check_every(value, key: str) -> None:

@@ -21,8 +21,7 @@ import math
 import torch
 
 from normexp.errors import ConfigError, choices
-from normexp.probes import Probe, register
-from normexp.probes.layers import select, weight_layers
+from normexp.probes import WeightLayerProbe, register
 
 BN_MODES = ("train", "eval")
 
@@ -51,12 +50,12 @@ def top_eigenvalue(grads, params, tol: float, max_iter: int, seed: int = 0) -> t
 
 
 @register("hessian")
-class Hessian(Probe):
+class Hessian(WeightLayerProbe):
     defaults = {"layers": [], "bn_mode": "train", "tol": 1e-3, "max_iter": 100}
 
     @classmethod
     def check(cls, opts, model, key):
-        select(weight_layers(model), opts["layers"], f"{key}.layers")
+        super().check(opts, model, key)
         if opts["bn_mode"] not in BN_MODES:
             raise ConfigError(f"{key}.bn_mode", opts["bn_mode"], choices(BN_MODES))
         tol, max_iter = opts["tol"], opts["max_iter"]
@@ -64,10 +63,6 @@ class Hessian(Probe):
             raise ConfigError(f"{key}.tol", tol, "must be a number in (0, 1)")
         if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
             raise ConfigError(f"{key}.max_iter", max_iter, "must be an integer >= 1")
-
-    def __init__(self, cfg, model):
-        super().__init__(cfg, model)
-        self.chosen = select(weight_layers(model), self.opts["layers"], "probes.hessian.layers")
 
     def measure(self, ctx) -> dict:
         model, (x, y), o = ctx.model, ctx.probe_batch, self.opts

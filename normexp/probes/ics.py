@@ -20,22 +20,12 @@ from statistics import median
 
 import torch
 
-from normexp.probes import Probe, register
+from normexp.probes import WeightLayerProbe, register
 from normexp.probes.guard import assign, replayed_rng
-from normexp.probes.layers import select, weight_layers
 
 
 @register("ics")
-class InternalCovariateShift(Probe):
-    defaults = {"layers": "all"}
-
-    @classmethod
-    def check(cls, opts, model, key):
-        select(weight_layers(model), opts["layers"], f"{key}.layers")
-
-    def __init__(self, cfg, model):
-        super().__init__(cfg, model)
-        self.chosen = select(weight_layers(model), self.opts["layers"], "probes.ics.layers")
+class InternalCovariateShift(WeightLayerProbe):
 
     def measure(self, ctx) -> dict:
         model, (x, y) = ctx.model, ctx.batch

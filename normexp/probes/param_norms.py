@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from normexp.probes import Probe, register
-from normexp.probes.layers import select, weight_layers
+from normexp.probes import WeightLayerProbe, register
 
 
 @register("param_norms")
-class ParamNorms(Probe):
-    defaults = {"layers": "all"}
-
-    @classmethod
-    def check(cls, opts, model, key):
-        select(weight_layers(model), opts["layers"], f"{key}.layers")
-
-    def __init__(self, cfg, model):
-        super().__init__(cfg, model)
-        self.chosen = select(weight_layers(model), self.opts["layers"], "probes.param_norms.layers")
+class ParamNorms(WeightLayerProbe):
 
     def measure(self, ctx) -> dict:
         keys, norms = [], []

@@ -328,9 +328,8 @@ class Loop:
             loss.backward()
             if self.probes.probes and self.probes.due(step):
                 bad_step = self.window.diverged_at  # probes sync anyway; don't measure a broken model
-                if bad_step is not None:
-                    if self.window.count:
-                        self.log_train()
+                if bad_step is not None:  # the window is not empty then: log it, it shows the divergence
+                    self.log_train()
                     return self.end_diverged(bad_step)
                 t0 = time.perf_counter()
                 for r in self.probes.run(step, (x, y), self.optimizer):

@@ -39,6 +39,7 @@ from normexp.claims import Runs, Verdict
 from normexp.config import CONFIG_DIR, compose, validate
 from normexp.errors import ConfigError, choices
 from normexp.records import CONFIG, FINISHED, META, SUMMARY, atomic_write_json, read_json
+from normexp.workers import use_warm_workers
 
 ROOT = CONFIG_DIR.parent
 EXPERIMENTS_DIR = ROOT / "experiments"
@@ -296,6 +297,7 @@ def execute(runs: list[PlannedRun], jobs: int, log=print) -> list[dict]:
     if jobs > 1:
         from joblib import Parallel, delayed
 
+        use_warm_workers(also=("normexp.reproduce",))
         results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
             delayed(_indexed)(i, *a) for i, a in enumerate(args))
     else:

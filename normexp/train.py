@@ -40,6 +40,7 @@ from normexp.norms import NormSpec, recompute_population_stats
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
+from normexp.workers import start_warm_workers_early
 
 
 def make_loss(task: str):
@@ -447,6 +448,8 @@ def cli() -> None:
     other_config = args.config_name or args.config_path or args.config_dir
     if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
         try:
+            if args.multirun:
+                start_warm_workers_early(args.overrides)
             check_jobs(args.overrides, args.multirun)
         except ConfigError as error:
             _exit_config_error(error)

@@ -382,7 +382,19 @@ def _data_sources():
 
 
 def _check_model_runs(cfg, norm, info, batch: int, build_model):
-    """Build the model and run one training batch through it on the meta device (shapes only); return it."""
+    """Build the model and run one training batch through it on the meta device (shapes only); return it.
+    Jobs of a sweep that differ in other keys (seeds, learning rates) share one check."""
+    key = repr((OmegaConf.to_container(cfg.model, resolve=True), norm, tuple(info.in_shape), info.num_classes,
+                batch))
+    if key not in _CHECKED_MODELS:
+        _CHECKED_MODELS[key] = _build_and_run_on_meta(cfg, norm, info, batch, build_model)
+    return _CHECKED_MODELS[key]
+
+
+_CHECKED_MODELS: dict = {}
+
+
+def _build_and_run_on_meta(cfg, norm, info, batch: int, build_model):
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zero-size layers warn; the forward pass says what is wrong
@@ -473,11 +485,32 @@ def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConf
         GlobalHydra.instance().clear()
 
 
+def compose_jobs(jobs: list[list[str]]):
+    """Each job's config, as ``compose`` gives it, one at a time. Jobs that choose the same config groups
+    share one composition; each job's other overrides are applied to a copy the way Hydra applies them
+    (after the groups, in order). A composition takes ~0.1 s, which a sweep of hundreds of jobs feels."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    groups, bases = set(config_groups()), {}
+    for job in jobs:
+        chosen = tuple(o for o in job if o.lstrip("+~").partition("=")[0] in groups)
+        if chosen not in bases:
+            bases[chosen] = compose(list(chosen))
+        cfg = bases[chosen].copy()
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(_parse([o for o in job if o not in chosen]), cfg)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise _hydra_error_to_config_error(e, job) from None
+        yield cfg
+
+
 def check_jobs(overrides: list[str], multirun: bool) -> int:
     """Compose and validate every job of a command line; return the number of jobs checked. Overrides of
     ``hydra.*`` (launcher, sweep dir, ...) are Hydra's to check."""
     job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     jobs = expand_sweep(job_overrides) if multirun else [job_overrides]
-    for job in jobs:
-        validate(compose(job))
+    for cfg in compose_jobs(jobs):
+        validate(cfg)
     return len(jobs)

@@ -14,7 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from normexp.config import CONFIG_DIR, SECTIONS, check_jobs, compose, config_groups, group_options, validate
+from normexp.config import (
+    CONFIG_DIR,
+    SECTIONS,
+    check_jobs,
+    compose,
+    compose_jobs,
+    config_groups,
+    expand_sweep,
+    group_options,
+    validate,
+)
 from normexp.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,6 +36,28 @@ def error_of(overrides: list[str]) -> ConfigError | None:
     except ConfigError as error:
         return error
     return None
+
+
+# ---------------------------------------------------------------- many jobs
+
+def test_jobs_that_share_a_composition_get_the_configs_hydra_composes_for_each():
+    jobs = expand_sweep(["model=vgg_small,mlp", "norm=group", "norm.groups=2", "optim=adam",
+                         "+optim.betas=[0.8,0.9]", "data.batch_size=4,8", "~train.threads",
+                         "profile=quick,smoke", "train.steps=7", "seed=0,1"])
+    jobs += [["norm.name=layer", "norm=batch"], ["data.batch_size=3", "data.batch_size=5"]]
+    shared = [OmegaConf.to_container(cfg) for cfg in compose_jobs(jobs)]
+    assert shared == [OmegaConf.to_container(compose(job)) for job in jobs]
+    assert len({repr(c) for c in shared}) == len(jobs)  # no two jobs get the same config
+
+
+@pytest.mark.parametrize("job", [["model=mlp", "model.depth=7"], ["norm=group", "norm.groupz=2"],
+                                 ["~train.nope"], ["+train.steps=3"], ["norm=batch", "norm=nope"]])
+def test_a_bad_override_fails_the_same_way_in_a_shared_composition(job):
+    with pytest.raises(ConfigError) as alone:
+        compose(job)
+    with pytest.raises(ConfigError) as shared:
+        list(compose_jobs([["seed=1"], job]))
+    assert str(shared.value) == str(alone.value)
 
 
 # ---------------------------------------------------------------- one bad value at a time

@@ -1,6 +1,7 @@
 """normexp-bench: the speed figures, each a ratio of two things timed side by side in this one run.
 
-    normexp-bench [--only overhead,probes,sweep,fold,suite] [--repeats 5] [--threads 1] [--markdown FILE]
+    normexp-bench [--only overhead,probes,sweep,options,fold,suite] [--repeats 5] [--threads 1]
+                  [--markdown FILE]
 
 - overhead: harness step time over a minimal hand-written loop (same model built by the registry, same
   data already in memory, same batch; probes off), MLP and small VGG at batch 4 and 128. The harness time
@@ -8,7 +9,8 @@
 - probes: each probe's cost per call in training steps, and a quick-profile run with ``probes=all`` over
   the same run without probes.
 - sweep: runs per second of a small-batch sweep with ``launcher=parallel`` over ``launcher=basic``
-  (both through the real command line, start-up included).
+  (both through the real command line, start-up included), and over ``launcher=basic train.threads=1``.
+- options: ``train.channels_last`` and ``train.compile`` (step time without over with; compile's first step).
 - fold: eval-mode inference with BN folded into the conv before it (SD-3), over the unfolded net.
 - suite: wall time of ``normexp-reproduce --profile quick`` per experiment (fresh output folders).
 
@@ -40,6 +42,7 @@ from normexp.train import make_loss, run, seed_everything
 
 QUIET = ["device=cpu", "train.progress=false", "logger=local", "probes=none"]
 OVERHEAD_CASES = [("mlp", 4, 2000), ("mlp", 128, 1000), ("vgg_small", 4, 600), ("vgg_small", 128, 100)]
+OPTION_CASES = [("vgg_small", 4), ("vgg_small", 128), ("resnet_cifar", 128)]
 BIN = Path(sys.executable).parent
 
 
@@ -202,7 +205,9 @@ def bench_sweep(repeats: int, runs: int = 16, steps: int = 1000) -> list[tuple]:
     """Sweeps of small-batch runs through the command line, sequential vs parallel launcher, each at
     ``runs // 2`` and ``runs`` runs: the whole command's throughput at ``runs``, and the marginal throughput
     (the extra runs over the extra seconds), which is what a sweep of hundreds of runs sees once the
-    fixed start-up (imports, worker processes) is paid."""
+    fixed start-up (imports, worker processes) is paid. The sequential launcher runs with torch's default
+    threads (all cores); as a reference, also sequential with ``train.threads=1`` (whole command only),
+    which at batch 4 can be the faster of the two."""
     args = [
         str(BIN / "normexp-train"),
         "-m",
@@ -213,44 +218,105 @@ def bench_sweep(repeats: int, runs: int = 16, steps: int = 1000) -> list[tuple]:
         "data.test_subset=500",
         "train.progress=false",
     ]
-    whole, marginal, per_run = [], [], {"basic": [], "parallel": []}
+    variants = {
+        "sequential": ["launcher=basic"],
+        "parallel": ["launcher=parallel"],
+        "sequential, 1 thread": ["launcher=basic", "train.threads=1"],
+    }
+    whole, whole_one_thread, marginal, per_run = [], [], [], {"sequential": [], "parallel": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
             wall = {}
-            for launcher in ("basic", "parallel") if r % 2 == 0 else ("parallel", "basic"):
-                for n in (runs // 2, runs):
-                    seeds = ",".join(str(s) for s in range(n))
+            for name in order:
+                for n in (runs // 2, runs) if name in per_run else (runs,):
                     start = time.perf_counter()
                     subprocess.run(
                         [
                             *args,
-                            f"seed={seeds}",
-                            f"launcher={launcher}",
-                            f"hydra.sweep.dir={tmp}/{launcher}-{n}-{r}",
+                            *variants[name],
+                            f"seed={','.join(str(s) for s in range(n))}",
+                            f"hydra.sweep.dir={tmp}/{r}-{n}-{name.replace(', ', '-').replace(' ', '')}",
                         ],
                         check=True,
                         capture_output=True,
                     )
-                    wall[launcher, n] = time.perf_counter() - start
-                extra = wall[launcher, runs] - wall[launcher, runs // 2]
-                per_run[launcher].append(extra / (runs - runs // 2))
-            whole.append(wall["basic", runs] / wall["parallel", runs])
-            marginal.append(per_run["basic"][-1] / per_run["parallel"][-1])
-    what = f"vgg_small, batch 4, {steps} steps"
+                    wall[name, n] = time.perf_counter() - start
+                if name in per_run:
+                    per_run[name].append((wall[name, runs] - wall[name, runs // 2]) / (runs - runs // 2))
+            whole.append(wall["sequential", runs] / wall["parallel", runs])
+            whole_one_thread.append(wall["sequential, 1 thread", runs] / wall["parallel", runs])
+            marginal.append(per_run["sequential"][-1] / per_run["parallel"][-1])
+    what = f"{runs} runs of vgg_small, batch 4, {steps} steps"
     return [
-        (
-            f"sweep throughput, parallel / sequential, whole command ({runs} runs of {what})",
-            ">= 1.7",
-            *spread(whole),
-        ),
+        (f"sweep throughput, parallel / sequential, whole command ({what})", ">= 1.7", *spread(whole)),
         (
             f"sweep throughput, parallel / sequential, marginal (runs {runs // 2 + 1}-{runs})",
             ">= 1.7",
             *spread(marginal),
         ),
-        ("seconds per run, sequential (marginal)", "", *spread(per_run["basic"])),
+        ("sweep throughput, parallel / sequential at 1 thread, whole command", "", *spread(whole_one_thread)),
+        ("seconds per run, sequential (marginal)", "", *spread(per_run["sequential"])),
         ("seconds per run, parallel (marginal)", "", *spread(per_run["parallel"])),
     ]
+
+
+def harness_step_seconds(cfg, run_dir: Path, warmup: int = 10) -> tuple[float, float]:
+    """(median seconds per training step after ``warmup`` steps, seconds of the first step) of one harness
+    run, from the moments it fetches its batches."""
+    from normexp.data import TensorData
+
+    fetch, marks = TensorData.batch, []
+
+    def marked(self, i: int):
+        marks.append(time.perf_counter())
+        return fetch(self, i)
+
+    TensorData.batch = marked
+    try:
+        run(cfg, run_dir)
+    finally:
+        TensorData.batch = fetch
+    gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return statistics.median(gaps[warmup:]), gaps[0]
+
+
+def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
+    """``train.channels_last`` and ``train.compile`` on this machine: the training step time without the
+    option over with it (above 1: the option pays), runs alternated; for compile also the first step's
+    seconds, which include compiling."""
+    rows = []
+    for model, batch in OPTION_CASES:
+        base = [
+            *QUIET,
+            f"model={model}",
+            "norm=batch",
+            f"data.batch_size={batch}",
+            f"train.steps={steps}",
+            "train.eval_every=0",
+            "data.test_subset=100",
+            f"train.threads={threads}",
+        ]
+        for option in ("train.channels_last", "train.compile"):
+            speedups, first_steps = [], []
+            with tempfile.TemporaryDirectory() as tmp:
+                for r in range(repeats):
+                    off, _ = harness_step_seconds(compose(base), Path(tmp) / f"off{r}")
+                    on, first = harness_step_seconds(compose([*base, f"{option}=true"]), Path(tmp) / f"on{r}")
+                    speedups.append(off / on)
+                    first_steps.append(first)
+            rows.append(
+                (f"{option}=true speed-up of a training step, {model} batch {batch}", "", *spread(speedups))
+            )
+            if option == "train.compile":
+                rows.append(
+                    (
+                        f"train.compile=true first step incl. compiling (seconds), {model} batch {batch}",
+                        "",
+                        *spread(first_steps),
+                    )
+                )
+    return rows
 
 
 def bench_fold(repeats: int, batch: int = 256) -> list[tuple]:
@@ -319,6 +385,7 @@ SECTIONS = {
     "overhead": lambda a: bench_overhead(a.repeats, a.threads),
     "probes": lambda a: bench_probes(a.repeats, a.threads),
     "sweep": lambda a: bench_sweep(max(1, a.repeats // 2)),
+    "options": lambda a: bench_options(max(1, a.repeats // 2), a.threads),
     "fold": lambda a: bench_fold(a.repeats),
     "suite": lambda a: bench_suite(),
 }
@@ -358,7 +425,7 @@ def write_markdown(path: Path, sections: dict[str, str]) -> None:
 def cli() -> int:
     parser = argparse.ArgumentParser(prog="normexp-bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="overhead,probes,sweep,fold", help=f"comma list of {', '.join(SECTIONS)}"
+        "--only", default="overhead,probes,sweep,options,fold", help=f"comma list of {', '.join(SECTIONS)}"
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the in-process figures")

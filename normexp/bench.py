@@ -10,7 +10,7 @@
   the same run without probes.
 - sweep: runs per second of a small-batch sweep with ``launcher=parallel`` over ``launcher=basic``
   (both through the real command line, start-up included), and over ``launcher=basic train.threads=1``.
-- options: ``train.channels_last`` and ``train.compile`` (step time without over with; compile's first step).
+- options: ``train.channels_last`` and ``train.compile``: step time without the option over with it.
 - fold: eval-mode inference with BN folded into the conv before it (SD-3), over the unfolded net.
 - suite: wall time of ``normexp-reproduce --profile quick`` per experiment (fresh output folders).
 
@@ -76,26 +76,35 @@ def bare_loop(cfg):
     return step
 
 
-def interleaved_step_times(cfg, run_dir: Path) -> tuple[float, float]:
-    """(harness, bare) seconds per step, measured in lockstep: every time the harness fetches a batch, one
-    bare-loop step runs first. A harness step is the time from the end of one bare step to the start of the
-    next, so both sides see the same moments of a noisy machine (milliseconds apart)."""
+def run_calling_before_each_batch(cfg, run_dir: Path, before) -> None:
+    """Run the harness, calling ``before(i)`` each time it fetches its training batch ``i``."""
     from normexp.data import TensorData
 
-    bare_step, fetch = bare_loop(cfg), TensorData.batch
-    marks: list[tuple[float, float]] = []
+    fetch = TensorData.batch
 
-    def batch_after_a_bare_step(self, i: int):
-        t0 = time.perf_counter()
-        bare_step(i)
-        marks.append((t0, time.perf_counter()))
+    def hooked(self, i: int):
+        before(i)
         return fetch(self, i)
 
-    TensorData.batch = batch_after_a_bare_step
+    TensorData.batch = hooked
     try:
         run(cfg, run_dir)
     finally:
         TensorData.batch = fetch
+
+
+def interleaved_step_times(cfg, run_dir: Path) -> tuple[float, float]:
+    """(harness, bare) seconds per step, measured in lockstep: every time the harness fetches a batch, one
+    bare-loop step runs first. A harness step is the time from the end of one bare step to the start of the
+    next, so both sides see the same moments of a noisy machine (milliseconds apart)."""
+    bare_step, marks = bare_loop(cfg), []
+
+    def bare_step_first(i: int) -> None:
+        t0 = time.perf_counter()
+        bare_step(i)
+        marks.append((t0, time.perf_counter()))
+
+    run_calling_before_each_batch(cfg, run_dir, bare_step_first)
     marks = marks[5:]  # warm-up
     harness = sum(nxt[0] - cur[1] for cur, nxt in zip(marks, marks[1:], strict=False))
     bare = sum(end - start for start, end in marks[:-1])
@@ -261,30 +270,18 @@ def bench_sweep(repeats: int, runs: int = 16, steps: int = 1000) -> list[tuple]:
     ]
 
 
-def harness_step_seconds(cfg, run_dir: Path, warmup: int = 10) -> tuple[float, float]:
-    """(median seconds per training step after ``warmup`` steps, seconds of the first step) of one harness
-    run, from the moments it fetches its batches."""
-    from normexp.data import TensorData
-
-    fetch, marks = TensorData.batch, []
-
-    def marked(self, i: int):
-        marks.append(time.perf_counter())
-        return fetch(self, i)
-
-    TensorData.batch = marked
-    try:
-        run(cfg, run_dir)
-    finally:
-        TensorData.batch = fetch
-    gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
-    return statistics.median(gaps[warmup:]), gaps[0]
+def harness_step_seconds(cfg, run_dir: Path, warmup: int = 10) -> float:
+    """Median seconds per training step after ``warmup`` steps of one harness run, from the moments it
+    fetches its batches."""
+    marks = []
+    run_calling_before_each_batch(cfg, run_dir, lambda i: marks.append(time.perf_counter()))
+    return statistics.median(b - a for a, b in zip(marks[warmup:], marks[warmup + 1 :], strict=False))
 
 
 def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
     """``train.channels_last`` and ``train.compile`` on this machine: the training step time without the
-    option over with it (above 1: the option pays), runs alternated; for compile also the first step's
-    seconds, which include compiling."""
+    option over with it (above 1: the option pays), after the first steps (which compile), runs alternated.
+    Compiling time itself is not a figure here: torch caches compiled graphs in this process and on disk."""
     rows = []
     for model, batch in OPTION_CASES:
         base = [
@@ -298,24 +295,15 @@ def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
             f"train.threads={threads}",
         ]
         for option in ("train.channels_last", "train.compile"):
-            speedups, first_steps = [], []
+            speedups = []
             with tempfile.TemporaryDirectory() as tmp:
                 for r in range(repeats):
-                    off, _ = harness_step_seconds(compose(base), Path(tmp) / f"off{r}")
-                    on, first = harness_step_seconds(compose([*base, f"{option}=true"]), Path(tmp) / f"on{r}")
+                    off = harness_step_seconds(compose(base), Path(tmp) / f"off{r}")
+                    on = harness_step_seconds(compose([*base, f"{option}=true"]), Path(tmp) / f"on{r}")
                     speedups.append(off / on)
-                    first_steps.append(first)
             rows.append(
                 (f"{option}=true speed-up of a training step, {model} batch {batch}", "", *spread(speedups))
             )
-            if option == "train.compile":
-                rows.append(
-                    (
-                        f"train.compile=true first step incl. compiling (seconds), {model} batch {batch}",
-                        "",
-                        *spread(first_steps),
-                    )
-                )
     return rows
 
 

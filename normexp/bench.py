@@ -46,6 +46,20 @@ OPTION_CASES = [("vgg_small", 4), ("vgg_small", 128), ("resnet_cifar", 128)]
 BIN = Path(sys.executable).parent
 
 
+def timed_run(model: str, batch: int, steps: int, threads: int) -> list[str]:
+    """Overrides of a quiet BN training run for step timings: no evaluation until the end, no probes."""
+    return [
+        *QUIET,
+        f"model={model}",
+        "norm=batch",
+        f"data.batch_size={batch}",
+        f"train.steps={steps}",
+        "train.eval_every=0",
+        "data.test_subset=100",
+        f"train.threads={threads}",
+    ]
+
+
 def spread(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
@@ -114,18 +128,7 @@ def interleaved_step_times(cfg, run_dir: Path) -> tuple[float, float]:
 def bench_overhead(repeats: int, threads: int) -> list[tuple]:
     rows = []
     for model, batch, steps in OVERHEAD_CASES:
-        cfg = compose(
-            [
-                *QUIET,
-                f"model={model}",
-                "norm=batch",
-                f"data.batch_size={batch}",
-                f"train.steps={steps}",
-                "train.eval_every=0",
-                "data.test_subset=100",
-                f"train.threads={threads}",
-            ]
-        )
+        cfg = compose(timed_run(model, batch, steps, threads))
         with tempfile.TemporaryDirectory() as tmp:
             pairs = [interleaved_step_times(cfg, Path(tmp) / str(r)) for r in range(repeats)]
         ratios = [harness / bare for harness, bare in pairs]
@@ -284,16 +287,7 @@ def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
     Compiling time itself is not a figure here: torch caches compiled graphs in this process and on disk."""
     rows = []
     for model, batch in OPTION_CASES:
-        base = [
-            *QUIET,
-            f"model={model}",
-            "norm=batch",
-            f"data.batch_size={batch}",
-            f"train.steps={steps}",
-            "train.eval_every=0",
-            "data.test_subset=100",
-            f"train.threads={threads}",
-        ]
+        base = timed_run(model, batch, steps, threads)
         for option in ("train.channels_last", "train.compile"):
             speedups = []
             with tempfile.TemporaryDirectory() as tmp:

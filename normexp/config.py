@@ -506,11 +506,15 @@ def compose_jobs(jobs: list[list[str]]):
         yield cfg
 
 
+def job_overrides(overrides: list[str]) -> list[str]:
+    """A command line's overrides without those of ``hydra.*`` (launcher, sweep dir, ...): Hydra's own."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+
+
 def check_jobs(overrides: list[str], multirun: bool) -> int:
     """Compose and validate every job of a command line; return the number of jobs checked. Overrides of
-    ``hydra.*`` (launcher, sweep dir, ...) are Hydra's to check."""
-    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    jobs = expand_sweep(job_overrides) if multirun else [job_overrides]
+    ``hydra.*`` are Hydra's to check."""
+    jobs = expand_sweep(job_overrides(overrides)) if multirun else [job_overrides(overrides)]
     for cfg in compose_jobs(jobs):
         validate(cfg)
     return len(jobs)

@@ -5,16 +5,20 @@ the training code, then ``torch._dynamo`` (the first ``torch.optim`` optimizer p
 worker on a 2-core machine, paid again by every worker of every sweep. Here loky forks its workers from one
 ``multiprocessing`` forkserver that has imported all of that once. The server is a fresh single-threaded
 interpreter, so unlike forking this process it is safe whatever this process holds (threads, a CUDA
-context). Linux only; elsewhere loky keeps its default start.
+context). Its objects are frozen for the collector and it exits without tearing torch down
+(normexp/warm_server.py). Linux only; elsewhere loky keeps its default start.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import sys
 
 from hydra.experimental.callback import Callback
+
+from normexp.warm_server import SERVER_ENV
 
 PRELOAD = ["normexp.train", "torch._dynamo"]
 
@@ -26,9 +30,13 @@ def use_warm_workers(also: tuple[str, ...] = ()) -> bool:
         return False
     from joblib.externals.loky.backend.context import set_start_method
 
-    multiprocessing.set_forkserver_preload([*PRELOAD, *also])
+    multiprocessing.set_forkserver_preload([*PRELOAD, *also, "normexp.warm_server"])
     set_start_method("forkserver", force=True)
-    multiprocessing.forkserver.ensure_running()
+    os.environ[SERVER_ENV] = "1"  # the server inherits it and pops it
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        del os.environ[SERVER_ENV]
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +21,16 @@ LINUX_ONLY = pytest.mark.skipif(sys.platform != "linux", reason="forkserver work
 
 # Run in a fresh interpreter: the start method and the reusable executor are process-wide.
 WORKER_REPORT = """
-import json, os, sys
+import gc, json, os, sys
 from joblib import Parallel, delayed
 from normexp import workers
 warm = workers.use_warm_workers() if sys.argv[1] == "warm" else False
 import multiprocessing.forkserver as fs
-job = delayed(lambda: (os.getppid(), "torch._dynamo" in sys.modules))
+job = delayed(lambda: (os.getppid(), "torch._dynamo" in sys.modules, gc.get_freeze_count(),
+                       workers.SERVER_ENV in os.environ))
 report = Parallel(n_jobs=2)(job() for _ in range(4))
-print(json.dumps({"warm": warm, "me": os.getpid(), "server": fs._forkserver._forkserver_pid, "jobs": report}))
+print(json.dumps({"warm": warm, "me": os.getpid(), "server": fs._forkserver._forkserver_pid, "jobs": report,
+                  "env_left": workers.SERVER_ENV in os.environ}))
 """
 
 
@@ -42,13 +45,26 @@ def test_warm_workers_are_forked_from_a_server_that_imported_torch(mode):
                           cwd=REPO, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1])
-    parents = {parent for parent, _ in report["jobs"]}
-    preloaded = {dynamo for _, dynamo in report["jobs"]}
+    parents, preloaded, frozen, env_seen = (set(column) for column in zip(*report["jobs"], strict=True))
+    assert env_seen == {False} and not report["env_left"]  # only the server sees its marker
     if mode == "warm":
         assert report["warm"] and parents == {report["server"]} and report["server"] != report["me"]
         assert preloaded == {True}
+        assert min(frozen) > 100_000  # the server's imports are frozen for the workers' collector
     else:  # loky's own start: workers are children of this process and import torch themselves
-        assert parents == {report["me"]} and preloaded == {False}
+        assert parents == {report["me"]} and preloaded == {False} and frozen == {0}
+
+
+@pytest.mark.parametrize("server", [True, False])
+def test_the_server_module_freezes_and_skips_teardown_only_in_the_server(server):
+    """In the server, the last preload freezes the heap and makes the exit skip the rest of the teardown: an
+    exit handler registered before it never runs. Anywhere else, importing it changes nothing."""
+    code = ("import atexit, gc, os; atexit.register(print, 'torn down'); import normexp.warm_server as w;"
+            "print(gc.get_freeze_count() > 0, w.SERVER_ENV in os.environ, flush=True)")
+    env = {**os.environ, workers.SERVER_ENV: "1"} if server else os.environ
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == (["True", "False"] if server else ["False", "False", "torn", "down"])
 
 
 @LINUX_ONLY

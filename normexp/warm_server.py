@@ -7,7 +7,9 @@ those pages without the collector writing to them, and a full collection skips t
 
 The server then leaves through ``os._exit`` when the command ends. It never ran any work, and tearing torch
 down takes it ~1 s during which it still holds the command's stdout and stderr (and its frozen objects would
-have nanobind report them as leaks). Outside the server, importing this module does nothing.
+have nanobind report them as leaks). A process forked from the server (a worker, or a child a job forks) that
+ends through a normal exit still tears down, with its own exit status. Outside the server, importing this
+module does nothing.
 """
 
 import atexit
@@ -16,6 +18,12 @@ import os
 
 SERVER_ENV = "NORMEXP_WARM_SERVER"
 
+
+def _skip_teardown_in(server_pid: int) -> None:
+    if os.getpid() == server_pid:  # not in a process forked from the server
+        os._exit(0)
+
+
 if os.environ.pop(SERVER_ENV, None) == "1":
     gc.freeze()
-    atexit.register(os._exit, 0)
+    atexit.register(_skip_teardown_in, os.getpid())

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,26 @@ def test_warm_workers_are_forked_from_a_server_that_imported_torch(mode):
 @pytest.mark.parametrize("server", [True, False])
 def test_the_server_module_freezes_and_skips_teardown_only_in_the_server(server):
     """In the server, the last preload freezes the heap and makes the exit skip the rest of the teardown: an
-    exit handler registered before it never runs. Anywhere else, importing it changes nothing."""
-    code = ("import atexit, gc, os; atexit.register(print, 'torn down'); import normexp.warm_server as w;"
-            "print(gc.get_freeze_count() > 0, w.SERVER_ENV in os.environ, flush=True)")
+    exit handler registered before it never runs. A child forked from it exits normally, with its own status.
+    Anywhere else, importing the module changes nothing."""
+    code = textwrap.dedent("""
+        import atexit, gc, os
+        main = os.getpid()
+        atexit.register(lambda: print("torn down", "main" if os.getpid() == main else "child", flush=True))
+        import normexp.warm_server as w
+        print(gc.get_freeze_count() > 0, w.SERVER_ENV in os.environ, flush=True)
+        pid = os.fork()
+        if pid == 0:
+            raise SystemExit(3)
+        print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    """)
     env = {**os.environ, workers.SERVER_ENV: "1"} if server else os.environ
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == (["True", "False"] if server else ["False", "False", "torn", "down"])
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("True False" if server else "False False")
+    assert lines[1:3] == ["torn down child", "child exit 3"]  # a forked child tears down, with its status
+    assert lines[3:] == ([] if server else ["torn down main"])
 
 
 @LINUX_ONLY

@@ -56,6 +56,7 @@ def test_warm_workers_are_forked_from_a_server_that_imported_torch(mode):
         assert parents == {report["me"]} and preloaded == {False} and frozen == {0}
 
 
+@LINUX_ONLY
 @pytest.mark.parametrize("server", [True, False])
 def test_the_server_module_freezes_and_skips_teardown_only_in_the_server(server):
     """In the server, the last preload freezes the heap and makes the exit skip the rest of the teardown: an

@@ -18,7 +18,7 @@ import sys
 
 from hydra.experimental.callback import Callback
 
-from normexp.warm_server import SERVER_ENV
+from normexp import warm_server
 
 PRELOAD = ["normexp.train", "torch._dynamo"]
 
@@ -30,13 +30,14 @@ def use_warm_workers(also: tuple[str, ...] = ()) -> bool:
         return False
     from joblib.externals.loky.backend.context import set_start_method
 
-    multiprocessing.set_forkserver_preload([*PRELOAD, *also, "normexp.warm_server"])
+    # by module object, not a string: the server skips preloads that fail to import, silently
+    multiprocessing.set_forkserver_preload([*PRELOAD, *also, warm_server.__name__])
     set_start_method("forkserver", force=True)
-    os.environ[SERVER_ENV] = "1"  # the server inherits it and pops it
+    os.environ[warm_server.SERVER_ENV] = "1"  # the server inherits it and pops it
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
-        del os.environ[SERVER_ENV]
+        del os.environ[warm_server.SERVER_ENV]
     return True
 
 

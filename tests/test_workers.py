@@ -28,10 +28,10 @@ from normexp import workers
 warm = workers.use_warm_workers() if sys.argv[1] == "warm" else False
 import multiprocessing.forkserver as fs
 job = delayed(lambda: (os.getppid(), "torch._dynamo" in sys.modules, gc.get_freeze_count(),
-                       workers.SERVER_ENV in os.environ))
+                       workers.warm_server.SERVER_ENV in os.environ))
 report = Parallel(n_jobs=2)(job() for _ in range(4))
 print(json.dumps({"warm": warm, "me": os.getpid(), "server": fs._forkserver._forkserver_pid, "jobs": report,
-                  "env_left": workers.SERVER_ENV in os.environ}))
+                  "env_left": workers.warm_server.SERVER_ENV in os.environ}))
 """
 
 
@@ -73,7 +73,7 @@ def test_the_server_module_freezes_and_skips_teardown_only_in_the_server(server)
             raise SystemExit(3)
         print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
     """)
-    env = {**os.environ, workers.SERVER_ENV: "1"} if server else os.environ
+    env = {**os.environ, workers.warm_server.SERVER_ENV: "1"} if server else os.environ
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

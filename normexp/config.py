@@ -29,7 +29,7 @@ from normexp.errors import ConfigError, choices
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICES = ("auto", "cpu", "cuda")
 MAX_JOBS_CHECKED = 2000
-SECTIONS = ("seed", "device", "profile", "train", "model", "norm", "data", "optim", "schedule", "probes",
+SECTIONS = ("seed", "device", "train", "model", "norm", "data", "optim", "schedule", "probes",
             "logger")
 
 
@@ -139,7 +139,6 @@ def list_of(item_check, what: str):
 SCHEMA = {
     "seed": integer(0, 2**31 - 1),
     "device": one_of(*DEVICES),
-    "profile": one_of(*group_options("profile")),
     "train.steps": integer(1, optional=True),
     "train.epochs": integer(1, optional=True),
     "train.log_every": integer(1),
@@ -185,7 +184,7 @@ SCHEMA = {
     "norm.momentum": number(0, 1),
     "model.init_scale": number(),
 }
-REQUIRED = ("seed", "device", "profile", *(k for k in SCHEMA if k.startswith("train.")),
+REQUIRED = ("seed", "device", *(k for k in SCHEMA if k.startswith("train.")),
             "data.name", "data.batch_size", "optim._target_", "optim.lr", "schedule.name", "logger.name",
             "model.name", "norm.name")
 _ABSENT = object()

@@ -12,14 +12,17 @@ from normexp.claims import (
     PASS,
     Cell,
     Outcome,
+    Pending,
     Runs,
     Verdict,
     combine,
     compare,
+    percentile_drift,
     steps_to,
     value_at,
 )
-from normexp.reproduce import Context, Pending, discover
+from normexp.reproduce.plan import Context
+from normexp.reproduce.spec import discover
 
 
 def test_cell_mean_spread_and_state():
@@ -113,8 +116,8 @@ def test_value_at_and_steps_to():
 
 # ---------------------------------------------------------------- Ioffe checks on hand-built runs
 
-def ioffe_hook(ref: str):
-    return next(e for e in discover() if e.id.startswith("ioffe2015/")).hook(ref)
+def ioffe_hook(name: str, ref: str):
+    return next(e for e in discover() if e.id == f"ioffe2015/{name}").hook(ref)
 
 
 def ioffe_context(name: str, table: pd.DataFrame, curves: pd.DataFrame | None = None) -> Context:
@@ -124,7 +127,7 @@ def ioffe_context(name: str, table: pd.DataFrame, curves: pd.DataFrame | None = 
 
 
 def test_drift_matches_hand_computation():
-    drift = ioffe_hook("claims.drift")
+    drift = percentile_drift
     # p15 0 -> 1 -> 1, p50 1 -> 2 -> 3, p85 2 -> 2 -> 4: movement 1 + 2 + 2 = 5, final band 4 - 1 = 3
     curve = pd.DataFrame({"step": [0, 1, 2], "3/u0/p15": [0.0, 1, 1], "3/u0/p50": [1.0, 2, 3],
                           "3/u0/p85": [2.0, 2, 4]})
@@ -144,7 +147,7 @@ def search_table(accs: dict[float, list]) -> pd.DataFrame:
 
 
 def test_eta0_is_the_largest_lr_that_trains():
-    eta0 = ioffe_hook("claims.eta0")
+    eta0 = ioffe_hook("lr_tolerance", "eta0")
     # best mean 0.85 at 0.03 -> half is 0.425: 0.1 ends at 0.43 (trains), 0.3 at 0.4 (does not), 1 diverged
     table = search_table({0.003: [0.5, 0.5], 0.01: [0.8, 0.8], 0.03: [0.85, 0.85], 0.1: [0.43, 0.43],
                           0.3: [0.4, 0.4], 1.0: ["div", "div"]})
@@ -160,7 +163,7 @@ def test_eta0_is_the_largest_lr_that_trains():
 
 
 def test_is3_verdicts_on_hand_built_runs():
-    check = ioffe_hook("claims.check_is3")
+    check = ioffe_hook("lr_tolerance", "check_is3")
     search = search_table({0.003: [0.5, 0.5], 0.01: [0.8, 0.8], 0.03: [0.85, 0.86], 0.1: ["div", "div"],
                            0.3: ["div", "div"], 1.0: ["div", "div"]})  # eta0 = 0.03, no-BN@eta0 = 0.855
 

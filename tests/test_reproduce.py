@@ -13,9 +13,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from normexp import reproduce
 from normexp.config import compose
 from normexp.errors import ConfigError
+from normexp.reproduce import command as reproduce
+from normexp.reproduce import execute, plan, spec
 
 STATUSES = {"pass", "fail", "inconclusive"}
 
@@ -40,14 +41,14 @@ def planned_cells(exp, smoke) -> int:
 @pytest.mark.slow
 def test_every_experiment_writes_runs_figures_claims_and_report(smoke):
     assert smoke.code == 0
-    experiments = reproduce.discover()
+    experiments = spec.discover()
     assert {e.id for e in experiments} >= {"ioffe2015/fig1_mnist", "ioffe2015/lr_tolerance"}
     report = (smoke.results / "REPORT.md").read_text()
-    assert "## Profile `smoke` (smoke: not evidence)" in report
+    assert "## Profile `smoke` (not evidence)" in report
     for exp in experiments:
         out = smoke.results / "smoke" / exp.id
         runs = pd.read_csv(out / "runs.csv")
-        seeds = exp.profile("smoke")["seeds"]
+        seeds = exp.seeds("smoke")
         assert len(runs) >= len(exp.cells("smoke")) * len(seeds)
         assert set(runs["status"]) <= {"completed", "diverged"}, runs[["cell", "status"]]
         assert len(pd.read_csv(out / "curves.csv")) > 0
@@ -63,7 +64,7 @@ def test_every_experiment_writes_runs_figures_claims_and_report(smoke):
         assert record["profile"] == "smoke" and record["seeds"] == seeds and record["errors"] == []
         assert record["command"].startswith("normexp-reproduce --profile smoke")
         for claim_id in exp.claim_ids:
-            assert f"| {claim_id} | " in report
+            assert f"| [{claim_id}](" in report and f"claims.md#{claim_id.lower()})" in report
     # the stage-2 cells of the lr-tolerance experiment were planned and run after the eta0 search
     lr_runs = pd.read_csv(smoke.results / "smoke" / "ioffe2015" / "lr_tolerance" / "runs.csv")
     assert {"relu_bn_x5", "relu_nobn_x5", "sigmoid_bn_x5", "sigmoid_nobn_x1"} <= set(lr_runs["cell"])
@@ -72,9 +73,9 @@ def test_every_experiment_writes_runs_figures_claims_and_report(smoke):
 @pytest.mark.slow
 def test_second_invocation_runs_nothing_and_an_interrupted_run_is_redone_alone(smoke, monkeypatch):
     calls = []
-    real = reproduce.train_one
+    real = execute.train_one
     counted = lambda cfg, run_dir, *a: calls.append(run_dir) or real(cfg, run_dir, *a)  # noqa: E731
-    monkeypatch.setattr(reproduce, "train_one", counted)
+    monkeypatch.setattr(execute, "train_one", counted)
     assert reproduce.main(smoke_args(smoke.results, smoke.outputs)) == 0
     assert calls == []
     record = json.loads((smoke.results / "smoke" / "ioffe2015" / "fig1_mnist" / "claims.json").read_text())
@@ -99,12 +100,12 @@ def test_only_filters_experiments(smoke, tmp_path, monkeypatch, capsys):
     assert reproduce.main(smoke_args(results, smoke.outputs, "--only", "IS-2")) == 0
     written = sorted(p.parent.relative_to(results / "smoke").as_posix() for p in results.rglob("claims.json"))
     assert written == ["ioffe2015/fig1_mnist"]
-    exps = reproduce.discover()
+    exps = spec.discover()
     ioffe = [e.id for e in exps if e.id.startswith("ioffe2015/")]
-    assert [e.id for e in reproduce.select(exps, "IS")] == ioffe
-    assert [e.id for e in reproduce.select(exps, "IS-4,lr_tolerance")] == ["ioffe2015/lr_tolerance"]
+    assert [e.id for e in spec.select(exps, "IS")] == ioffe
+    assert [e.id for e in spec.select(exps, "IS-4,lr_tolerance")] == ["ioffe2015/lr_tolerance"]
     with pytest.raises(ConfigError, match="--only"):
-        reproduce.select(exps, "IS-9")
+        spec.select(exps, "IS-9")
     monkeypatch.setattr(sys, "argv", ["normexp-reproduce", "--only", "XX-1", "--dry-run"])
     with pytest.raises(SystemExit) as exit_info:
         reproduce.cli()
@@ -122,7 +123,7 @@ def test_dry_run_lists_first_stage_commands(tmp_path, capsys):
     lines = dry_run_lines(capsys, "--profile", "smoke", "--outputs", str(tmp_path))
     commands = [line for line in lines if line.startswith("normexp-train ")]
     assert len(commands) == 2 + 6  # fig1: nobn, bn; lr_tolerance: the six search lrs (one seed each)
-    assert any(line.startswith("# later stage not listed yet: eta0") for line in lines)
+    assert any(line.startswith("# later stage not listed yet: the lr search") for line in lines)
     assert all("profile=smoke" in c and "hydra.run.dir=" in c for c in commands)
 
 
@@ -137,7 +138,7 @@ def test_paper_profile_composes_and_is_listed(tmp_path, capsys):
 def test_dry_run_commands_reproduce_the_runs_configs(smoke, capsys):
     lines = dry_run_lines(capsys, "--profile", "smoke", "--outputs", str(smoke.outputs))
     done = [line.removeprefix("# done: ") for line in lines if line.startswith("# done: ")]
-    assert len(done) == sum(planned_cells(e, smoke) for e in reproduce.discover())
+    assert len(done) == sum(planned_cells(e, smoke) for e in spec.discover())
     assert not [line for line in lines if line.startswith("normexp-train ")]
     for command in (done[0], done[-1]):
         words = shlex.split(command)
@@ -179,13 +180,13 @@ def test_parallel_workers_run_one_thread_each(tmp_path):
 
 
 def test_overrides_merge_and_cells_expand():
-    merged = reproduce.merge_overrides(["data=a", "+x.y=1", "k=1"], ["data=b", "x.y=2"])
+    merged = spec.merge_overrides(["data=a", "+x.y=1", "k=1"], ["data=b", "x.y=2"])
     assert merged == ["data=b", "+x.y=2", "k=1"]
-    cells = reproduce.expand_cells([{"name": "c{optim.lr}", "overrides": ["norm=none"],
+    cells = spec.expand_cells([{"name": "c{optim.lr}", "overrides": ["norm=none"],
                                      "grid": {"optim.lr": [0.1, 1.0]}}])
-    assert cells == [reproduce.CellSpec("c0.1", ("norm=none", "optim.lr=0.1")),
-                     reproduce.CellSpec("c1", ("norm=none", "optim.lr=1"))]
-    cells = reproduce.expand_cells([{"name": "c{optim.lr}", "grid": {"optim.lr": [0.1, 1.0]}}],
+    assert cells == [spec.CellSpec("c0.1", ("norm=none", "optim.lr=0.1")),
+                     spec.CellSpec("c1", ("norm=none", "optim.lr=1"))]
+    cells = spec.expand_cells([{"name": "c{optim.lr}", "grid": {"optim.lr": [0.1, 1.0]}}],
                                    {"optim.lr": [3]})
     assert [c.name for c in cells] == ["c3"]
 
@@ -199,16 +200,16 @@ def test_paper_profile_cells_build_and_take_a_step(tmp_path):
     from normexp.models import build_model
     from normexp.norms import NormSpec
 
-    planner = reproduce.Planner("paper", tmp_path, jobs=1, check_data=False)
+    planner = plan.Planner("paper", tmp_path, jobs=1, check_data=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny batches: extra threads only wait on a busy machine
-    for exp in reproduce.discover():
+    for exp in spec.discover():
         cells = exp.cells("paper")
         for extra in exp.params.get("after_search", []):  # stage-2 cells at an example eta0
             lr = f"optim.lr={extra['multiple'] * 0.01:g}"
-            cells.append(reproduce.CellSpec(extra["name"], (*extra["overrides"], lr)))
+            cells.append(spec.CellSpec(extra["name"], (*extra["overrides"], lr)))
         runs = planner.runs(exp, cells)
-        assert {r.cfg.profile for r in runs} == {"paper"} and {r.seed for r in runs} == {0, 1, 2}
+        assert {r.choices["profile"] for r in runs} == {"paper"} and {r.seed for r in runs} == {0, 1, 2}
         for r in runs[::3]:
             info = data_info(r.cfg.data)
             norm = NormSpec.from_config(r.cfg.norm)

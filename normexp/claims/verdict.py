@@ -1,4 +1,4 @@
-"""Verdict helpers shared by every paper's claim checks.
+"""The verdict rule: cells of per-seed numbers, comparisons between them, and a claim's verdict.
 
 A check reads one experiment's runs through :class:`Runs`, turns each cell (one configuration, several
 seeds) into a :class:`Cell` of per-seed numbers, compares cells with :func:`compare`, and returns a
@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import pandas as pd
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
@@ -160,65 +157,3 @@ class Verdict:
     def to_dict(self) -> dict:
         return {"id": self.id, "status": self.status, "figure": self.figure, "paper": self.paper,
                 "sentence": self.sentence, "outcomes": self.outcomes, "measured": self.measured}
-
-
-# ---------------------------------------------------------------- reading an experiment's runs
-
-class Runs:
-    """One experiment's planned runs at one profile: ``table`` has a row per (cell, seed) with the run's
-    ``status`` (``completed``, ``diverged``, ``failed``, ``incomplete``, ``missing``) and summary columns;
-    ``curves`` holds their metric records (long format) with ``cell`` and ``seed`` columns."""
-
-    def __init__(self, table: pd.DataFrame, curves: pd.DataFrame):
-        self.table, self.curves = table, curves
-
-    def rows(self, cell: str) -> pd.DataFrame:
-        return self.table[self.table["cell"] == cell]
-
-    def has(self, cell: str) -> bool:
-        return bool((self.table["cell"] == cell).any())
-
-    def curve(self, cell: str, seed: int, split: str = "test", probe: str | None = None) -> pd.DataFrame:
-        c = self.curves
-        if c.empty:
-            return c
-        keep = (c["cell"] == cell) & (c["seed"] == seed) & (c["split"] == split)
-        if probe is not None:
-            keep &= c["probe"] == probe
-        return c[keep].dropna(axis=1, how="all").sort_values("step")
-
-    def cell(self, name: str, value: Callable[[pd.Series], float] | str = "test_acc",
-             label: str | None = None) -> Cell:
-        """The cell's per-seed numbers: ``value`` is a summary column or a function of the run's row
-        (use :meth:`curve` inside it for curves). Diverged runs are counted, never measured."""
-        values, diverged, missing = [], 0, 0
-        rows = self.rows(name)
-        for _, row in rows.iterrows():
-            if row["status"] == "diverged":
-                diverged += 1
-            elif row["status"] != "completed":
-                missing += 1
-            else:
-                v = row[value] if isinstance(value, str) else value(row)
-                if v is None or not math.isfinite(float(v)):
-                    missing += 1
-                else:
-                    values.append(float(v))
-        return Cell(label or name, tuple(values), diverged, missing if len(rows) else 1)
-
-    def final_steps(self) -> int:
-        """The planned number of optimizer steps (``planned_steps``, else the summaries' ``steps``)."""
-        col = "planned_steps" if "planned_steps" in self.table else "steps"
-        return int(pd.to_numeric(self.table[col], errors="coerce").max())
-
-
-def value_at(curve: pd.DataFrame, step: int, column: str = "acc") -> float | None:
-    """The value logged at the last record at or before ``step``."""
-    before = curve[curve["step"] <= step]
-    return float(before[column].iloc[-1]) if len(before) and column in before else None
-
-
-def steps_to(curve: pd.DataFrame, target: float, column: str = "acc") -> int | None:
-    """First logged step whose value reaches ``target``; None when it never does."""
-    hit = curve[curve[column] >= target] if column in curve else curve.iloc[0:0]
-    return int(hit["step"].iloc[0]) if len(hit) else None

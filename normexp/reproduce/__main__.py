@@ -1,0 +1,3 @@
+from normexp.reproduce.command import cli
+
+cli()

@@ -1,0 +1,116 @@
+"""normexp-reproduce: run experiments at a profile, aggregate, plot, check the claims, write results/."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from normexp.errors import ConfigError, choices
+
+from .evaluate import code_version, write_experiment
+from .execute import execute
+from .plan import Context, Planner, plan_experiment
+from .report import write_report
+from .spec import discover, load_specs, select, suite_profiles
+from .tables import LazyRuns, run_table
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="normexp-reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="quick",
+                   help="a profile of experiments/defaults.yaml (default quick)")
+    p.add_argument("--only", help="comma-separated claim ids, id prefixes (IS) or experiment names")
+    p.add_argument("--spec", type=Path, help="run this spec file, or the specs of this folder, instead of "
+                   "the experiments/ of the repository (your own experiments, with their hooks beside them)")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (joblib workers)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: 1 with --jobs > 1, else "
+                   "torch's default; use 1 on a busy machine: small models crawl when threads wait on cores)")
+    p.add_argument("--outputs", type=Path, default=Path("outputs/reproduce"), help="run dirs go here")
+    p.add_argument("--results", type=Path, default=Path("results"), help="<profile>/... and REPORT.md")
+    p.add_argument("--dry-run", action="store_true", help="list the runs as normexp-train command lines")
+    return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    profiles = suite_profiles()
+    if args.profile not in profiles:
+        raise ConfigError("--profile", args.profile, choices(profiles))
+    if args.jobs < 1:
+        raise ConfigError("--jobs", args.jobs, "must be an integer >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError("--threads", args.threads, "must be an integer >= 1")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    check_args(args)
+    experiments = select(load_specs(args.spec) if args.spec else discover(), args.only)
+    planner = Planner(args.profile, args.outputs, args.jobs, not args.dry_run, args.threads)
+    if args.dry_run:
+        return dry_run(experiments, planner)
+    plans, attempted = run_stages(experiments, planner, args)
+    invocation = {"command": "normexp-reproduce " + " ".join(
+                      ["--profile", args.profile] + (["--spec", str(args.spec)] if args.spec else [])
+                      + (["--only", args.only] if args.only else [])),
+                  "code_version": code_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                  "jobs": args.jobs, "host": os.uname().nodename, "wall_seconds": time.time() - started}
+    status = 0
+    for exp in experiments:
+        runs = plans[exp.id]
+        ctx = Context(exp, args.profile, LazyRuns(run_table(runs)), list(planner.notices.get(exp.id, [])))
+        _, waiting = plan_experiment(exp, planner)
+        if waiting:
+            ctx.notices.append(f"later stages were not run: {waiting}")
+        ran = {"runs_run": sum(r.run_dir in attempted for r in runs)}
+        record = write_experiment(exp, ctx, args.results / args.profile / exp.id, invocation | ran)
+        flag = "" if record["evidence"] else f" ({args.profile}: not evidence)"
+        for c in record["claims"]:
+            print(f"{c['id']}: {c['status'].upper()}{flag}: {c['sentence']}")
+        status = status or int(bool(record["runs"].get("failed", 0) or record["errors"]))
+    report = write_report(args.results)
+    print(f"normexp-reproduce: wrote {report} ({(time.time() - started) / 60:.1f} min)")
+    return status
+
+
+def run_stages(experiments, planner: Planner, args) -> tuple[dict, set[Path]]:
+    """Run what is unfinished, stage after stage, until no new run appears; each run is tried once."""
+    attempted: set[Path] = set()
+    while True:
+        plans = {e.id: plan_experiment(e, planner)[0] for e in experiments}
+        todo = [r for runs in plans.values() for r in runs
+                if r.run_dir not in attempted and (r.stale or not r.finished)]
+        if not todo:
+            return plans, attempted
+        for r in todo:
+            if r.stale:
+                print(f"normexp-reproduce: {r.run_dir} was made from other overrides; starting it over")
+                shutil.rmtree(r.run_dir)
+        print(f"normexp-reproduce: {len(todo)} runs to do ({args.profile}, {args.jobs} jobs)", flush=True)
+        execute(todo, args.jobs, log=lambda s: print(s, flush=True))
+        attempted |= {r.run_dir for r in todo}
+
+
+def dry_run(experiments, planner: Planner) -> int:
+    for exp in experiments:
+        runs, waiting = plan_experiment(exp, planner)
+        print(f"# {exp.id}: {exp.spec['title']} ({', '.join(exp.claim_ids)}), profile {planner.profile}")
+        for n in planner.notices.get(exp.id, []):
+            print(f"# notice: {n}")
+        for r in runs:
+            print(("" if not r.finished else "# done: ") + r.command())
+        if waiting:
+            print(f"# later stage not listed yet: {waiting}")
+    return 0
+
+
+def cli() -> None:
+    try:
+        raise SystemExit(main())
+    except ConfigError as error:
+        print(f"normexp-reproduce: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

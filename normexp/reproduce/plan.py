@@ -1,0 +1,192 @@
+"""Planning: an experiment at a profile -> one run per (cell, seed), each a composed config, its overrides
+and its run dir; stages that add cells once earlier runs are finished."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from normexp.claims import Pending, Runs
+from normexp.config import compose, total_steps, validate
+from normexp.errors import ConfigError
+from normexp.records import CONFIG, FINISHED, META, SUMMARY, read_json
+
+from .spec import CellSpec, Experiment, merge_overrides, override_key
+
+RUNTIME_KEYS = ("train.threads", "train.progress", "train.resume")  # change speed or output, not results
+DATA_FALLBACKS = {"fashion_mnist": "mnist5k"}  # offline profiles only
+CADENCE_KEY = re.compile(r"^(train\.\w+_every|probes\.\w+\.every)$")
+
+
+@dataclass
+class PlannedRun:
+    experiment: str
+    cell: str
+    seed: int
+    overrides: list[str]
+    run_dir: Path
+    cfg: object = None
+    choices: dict = field(default_factory=dict)
+    steps: int | None = None
+
+    @property
+    def status(self) -> str:
+        summary = read_json(self.run_dir / SUMMARY)
+        if summary:
+            return summary.get("status", "failed")
+        return "incomplete" if (self.run_dir / CONFIG).exists() else "missing"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def stale(self) -> bool:
+        """The run dir was made from other overrides than planned (the spec changed since)."""
+        meta = read_json(self.run_dir / META)
+        if not meta:
+            return False
+        keep = lambda os_: [o for o in os_ if override_key(o) not in RUNTIME_KEYS]  # noqa: E731
+        return keep(meta.get("overrides") or []) != keep(self.overrides)
+
+    def command(self) -> str:
+        return " ".join(["normexp-train", *map(shlex.quote, self.overrides),
+                         shlex.quote(f"hydra.run.dir={self.run_dir}")])
+
+
+def planned_steps(cfg) -> int:
+    """Optimizer steps of a run (``train.epochs`` needs the training set's size: the data is read once)."""
+    if not cfg.train.get("epochs"):
+        return int(cfg.train.steps)
+    from normexp.data import load_arrays
+
+    n_train = len(load_arrays(cfg.data)[1])
+    subset = cfg.data.get("train_subset")
+    return total_steps(cfg, min(n_train, int(subset)) if subset else n_train)
+
+
+def cadence_fraction(override: str) -> float | None:
+    """The fraction of a cadence override given as one (``train.eval_every=0.01``), else None."""
+    key, _, value = override.partition("=")
+    if not CADENCE_KEY.match(key.lstrip("+")):
+        return None
+    try:
+        v = float(value)
+    except ValueError:
+        return None
+    return v if 0 < v < 1 else None
+
+
+class Planner:
+    """Composes (and caches) the configs of an invocation's runs."""
+
+    def __init__(self, profile: str, outputs: Path, jobs: int, check_data: bool = True,
+                 threads: int | None = None):
+        self.profile, self.outputs, self.jobs, self.check_data = profile, Path(outputs), jobs, check_data
+        self.threads = threads if threads is not None else (1 if jobs > 1 else 0)
+        self._composed: dict[tuple, tuple] = {}
+        self.notices: dict[str, list[str]] = {}
+
+    def runtime_overrides(self) -> list[str]:
+        return ["train.progress=false", *([f"train.threads={self.threads}"] if self.threads else [])]
+
+    def compose(self, overrides: list[str]):
+        key = tuple(overrides)
+        if key not in self._composed:
+            cfg = compose(overrides, return_hydra_config=True)
+            chosen = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+            OmegaConf.set_struct(cfg, False)
+            del cfg["hydra"]
+            self._composed[key] = (cfg, chosen)
+        return self._composed[key]
+
+    def notice(self, exp: Experiment, text: str) -> None:
+        if text not in self.notices.setdefault(exp.id, []):
+            self.notices[exp.id].append(text)
+
+    def _with_fallback(self, exp: Experiment, overrides: list[str]) -> list[str]:
+        from normexp.data import fashion_mnist_available
+
+        cfg, _ = self.compose(overrides)
+        fallback = DATA_FALLBACKS.get(cfg.data.name)
+        if self.profile == "paper" or not fallback or fashion_mnist_available(cfg.data):
+            return overrides
+        self.notice(exp, f"{cfg.data.name} is not installed (scripts/setup_data.sh installs it): this "
+                         f"experiment ran on {fallback} instead, so its numbers are not from the paper's "
+                         "data set")
+        return merge_overrides(overrides, [f"data={fallback}"])
+
+    def _in_steps(self, overrides: list[str]) -> tuple[list[str], int]:
+        """Cadences given as fractions of the run become steps (at least 1)."""
+        cfg, _ = self.compose(overrides)
+        steps = planned_steps(cfg)
+        resolved = []
+        for o in overrides:
+            f = cadence_fraction(o)
+            resolved.append(o if f is None else f"{o.split('=', 1)[0]}={max(1, round(f * steps))}")
+        return resolved, steps
+
+    def runs(self, exp: Experiment, cells: list[CellSpec]) -> list[PlannedRun]:
+        planned = []
+        for cell in cells:
+            overrides = merge_overrides(exp.spec["base"], list(cell.overrides),
+                                        exp.profile_overrides(self.profile), self.runtime_overrides())
+            overrides, steps = self._in_steps(self._with_fallback(exp, overrides))
+            cfg, chosen = self.compose(overrides)
+            self._validate(exp, cell, cfg)
+            for seed in exp.seeds(self.profile):
+                run_cfg = cfg.copy()
+                run_cfg.seed = seed
+                run_dir = self.outputs / self.profile / exp.id / cell.name / f"seed{seed}"
+                seeded = merge_overrides(overrides, [f"seed={seed}"])
+                planned.append(PlannedRun(exp.id, cell.name, seed, seeded, run_dir, run_cfg, chosen, steps))
+        return planned
+
+    def _validate(self, exp: Experiment, cell: CellSpec, cfg) -> None:
+        try:
+            validate(cfg)
+        except ConfigError as error:
+            if self.check_data or error.key != "data.name":
+                raise ConfigError(f"{exp.id} cell {cell.name}: {error.key}", error.value,
+                                  error.allowed) from None
+            self.notice(exp, f"data not here: {error}")
+
+
+@dataclass
+class Context:
+    """What an experiment's hooks see: its spec, the profile and the runs so far."""
+
+    experiment: Experiment
+    profile: str
+    runs: Runs
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def params(self) -> dict:
+        return self.experiment.params
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.experiment.seeds(self.profile)
+
+
+def plan_experiment(exp: Experiment, planner: Planner) -> tuple[list[PlannedRun], str | None]:
+    """Every run the experiment needs that can be planned now, and what later stages wait for (or None)."""
+    from .tables import LazyRuns, run_table
+
+    cells = exp.cells(planner.profile)
+    runs = planner.runs(exp, cells)
+    stages = exp.spec.get("stages")
+    if not stages:
+        return runs, None
+    try:
+        ctx = Context(exp, planner.profile, LazyRuns(run_table(runs)))
+        more = [CellSpec(c["name"], tuple(c.get("overrides", []))) for c in exp.hook(stages)(ctx)]
+    except Pending as waiting:
+        return runs, str(waiting)
+    known = {c.name for c in cells}
+    return runs + planner.runs(exp, [c for c in more if c.name not in known]), None

@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import REPO
 
-from normexp.reproduce import discover
+from normexp.reproduce.spec import discover
 
 CLAIMS_MD = REPO / "docs" / "claims.md"
 CLAIM_IDS = ([f"IS-{i}" for i in range(1, 6)] + [f"ST-{i}" for i in range(1, 7)]

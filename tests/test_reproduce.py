@@ -220,3 +220,78 @@ def test_paper_profile_cells_build_and_take_a_step(tmp_path):
             assert torch.isfinite(loss)
     torch.set_num_threads(threads)
     assert any("data not here" in n for notes in planner.notices.values() for n in notes)
+
+
+# ---------------------------------------------------------------- profiles, layers, users' own specs
+
+def readme_example(tmp_path: Path) -> Path:
+    """The worked example of experiments/README.md, written to disk as a user would."""
+    text = (spec.EXPERIMENTS_DIR / "README.md").read_text()
+    folder = tmp_path / "my_exp"
+    folder.mkdir()
+    for name in ("gn_vs_bn.yaml", "gn_vs_bn.py"):
+        after = text.split(f"`my_exp/{name}`:", 1)[1]
+        (folder / name).write_text(after.split("```", 2)[1].split("\n", 1)[1])
+    return folder
+
+
+@pytest.mark.slow
+def test_a_users_spec_folder_runs_through_the_pipeline(tmp_path):
+    folder = readme_example(tmp_path)
+    results = tmp_path / "results"
+    assert reproduce.main(smoke_args(results, tmp_path / "outputs", "--spec", str(folder))) == 0
+    out = results / "smoke" / "my_exp" / "gn_vs_bn"
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["cell"]) == ["bn", "gn"] and set(runs["status"]) == {"completed"}
+    assert set(runs["train.steps"]) == {30} and set(runs["train.eval_every"]) == {15}  # 0.5 of 30 steps
+    record = json.loads((out / "claims.json").read_text())
+    claim = record["claims"][0]
+    assert claim["id"] == "MY-1" and claim["status"] in STATUSES and record["errors"] == []
+    gn, bn = (runs.loc[runs["cell"] == c, "test_acc"].item() for c in ("gn", "bn"))
+    assert claim["measured"]["GN acc"]["mean"] == pytest.approx(gn)
+    assert claim["measured"]["BN acc"]["mean"] == pytest.approx(bn)
+    assert (out / "accuracy.png").stat().st_size > 1000
+    assert "my_exp/gn_vs_bn: GN vs BN" in (results / "REPORT.md").read_text()
+
+
+def test_bad_spec_paths_and_keys_give_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="--spec"):
+        spec.load_specs(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: t\ncells: []\nclaims: {}\nprofile: {quick: {}}\n")
+    with pytest.raises(ConfigError, match=r"bad: profile=.*not a key here"):
+        spec.load_specs(bad)
+    bad.write_text("title: t\ncells: []\nclaims: {}\nprofiles: {fast: {seeds: [0]}}\n")
+    with pytest.raises(ConfigError, match=r"profiles='fast'.*choose one of: full, paper, quick, smoke"):
+        spec.load_specs(bad)
+
+
+def test_layers_merge_and_cadence_fractions_become_steps(tmp_path):
+    folder = tmp_path / "paper_x"
+    folder.mkdir()
+    (folder / "defaults.yaml").write_text(
+        "base: [model=mlp, data=mnist5k]\nprofiles:\n  quick: {seeds: [5], train.steps: 400, "
+        "train.eval_every: 0.25, train.log_every: 0.1}\n")
+    (folder / "e.yaml").write_text(
+        "title: t\nbase: [norm=none]\ncells: [{name: c, overrides: []}]\nclaims: {}\n"
+        "profiles:\n  quick: {train.steps: 1000, probes: activations, probes.activations.every: 0.02}\n")
+    exp = spec.load_specs(folder)[0]
+    assert exp.seeds("quick") == [5] and exp.seeds("full") == [0, 1, 2]  # folder, then the suite's
+    runs = plan.Planner("quick", tmp_path / "out", jobs=1).runs(exp, exp.cells("quick"))
+    (run,) = runs
+    assert run.overrides[:3] == ["model=mlp", "data=mnist5k", "norm=none"]
+    # the spec's steps replace the folder's, and every fraction is of the spec's 1000 steps
+    assert run.cfg.train.steps == 1000 and run.steps == 1000
+    assert (run.cfg.train.eval_every, run.cfg.train.log_every) == (250, 100)
+    assert run.cfg.probes.activations.every == 20 and run.choices["profile"] == "quick"
+    assert "train.eval_every=250" in run.overrides and run.run_dir == tmp_path / "out/quick/paper_x/e/c/seed5"
+
+
+def test_cadence_fraction_with_epochs_counts_the_data_set(tmp_path):
+    folder = tmp_path / "ep"
+    folder.mkdir()
+    (folder / "e.yaml").write_text(
+        "title: t\nbase: [model=mlp, data=mnist5k, data.batch_size=100, train.epochs=2]\n"
+        "cells: [{name: c, overrides: []}]\nclaims: {}\nprofiles:\n  quick: {train.eval_every: 0.1}\n")
+    (run, _) = plan.Planner("quick", tmp_path, jobs=1).runs(spec.load_specs(folder)[0], [spec.CellSpec("c", ())])
+    assert run.steps == 2 * 4000 // 100 and run.cfg.train.eval_every == 8  # mnist5k: 4,000 training digits

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -201,11 +202,14 @@ def import_folder_module(folder: Path, module: str):
         str(folder).encode()).hexdigest()[:8]
     if package not in sys.modules:
         init = folder / "__init__.py"
-        spec = importlib.util.spec_from_file_location(package, init if init.exists() else None,
-                                                      submodule_search_locations=[str(folder)])
+        if init.exists():
+            spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(folder)])
+        else:
+            spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+            spec.submodule_search_locations = [str(folder)]
         pkg = importlib.util.module_from_spec(spec)
         sys.modules[package] = pkg
-        if init.exists():
+        if spec.loader:
             spec.loader.exec_module(pkg)
     if not (folder / f"{module}.py").exists():
         raise ConfigError("hook", f"{module}.py", f"no such file in {folder}")

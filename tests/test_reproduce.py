@@ -293,5 +293,6 @@ def test_cadence_fraction_with_epochs_counts_the_data_set(tmp_path):
     (folder / "e.yaml").write_text(
         "title: t\nbase: [model=mlp, data=mnist5k, data.batch_size=100, train.epochs=2]\n"
         "cells: [{name: c, overrides: []}]\nclaims: {}\nprofiles:\n  quick: {train.eval_every: 0.1}\n")
-    (run, _) = plan.Planner("quick", tmp_path, jobs=1).runs(spec.load_specs(folder)[0], [spec.CellSpec("c", ())])
+    planner = plan.Planner("quick", tmp_path, jobs=1)
+    (run, _) = planner.runs(spec.load_specs(folder)[0], [spec.CellSpec("c", ())])
     assert run.steps == 2 * 4000 // 100 and run.cfg.train.eval_every == 8  # mnist5k: 4,000 training digits

@@ -203,7 +203,8 @@ def import_folder_module(folder: Path, module: str):
     if package not in sys.modules:
         init = folder / "__init__.py"
         if init.exists():
-            spec = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(folder)])
+            spec = importlib.util.spec_from_file_location(package, init,
+                                                          submodule_search_locations=[str(folder)])
         else:
             spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
             spec.submodule_search_locations = [str(folder)]

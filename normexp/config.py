@@ -76,11 +76,13 @@ def _is_number(v) -> bool:
 
 def _bounds(low, high, strict) -> str:
     text = "" if low is None else f" {'>' if strict else '>='} {low}"
-    return text + ("" if high is None else f"{' and' if text else ''} <= {high}")
+    return text + ("" if high is None else f"{' and' if text else ''} {'<' if strict else '<='} {high}")
 
 
 def _in_range(v, low, high, strict) -> bool:
-    return (low is None or (v > low if strict else v >= low)) and (high is None or v <= high)
+    """``strict``: the bounds themselves are out of range."""
+    above = low is None or (v > low if strict else v >= low)
+    return above and (high is None or (v < high if strict else v <= high))
 
 
 def integer(low=None, high=None, optional=False, exact=False):

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from normexp.errors import ConfigError, choices
+from normexp.data import check_normalize
+from normexp.errors import ConfigError, check_choice, choices
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICES = ("auto", "cpu", "cuda")
@@ -75,11 +76,13 @@ def _is_number(v) -> bool:
 
 def _bounds(low, high, strict) -> str:
     text = "" if low is None else f" {'>' if strict else '>='} {low}"
-    return text + ("" if high is None else f"{' and' if text else ''} <= {high}")
+    return text + ("" if high is None else f"{' and' if text else ''} {'<' if strict else '<='} {high}")
 
 
 def _in_range(v, low, high, strict) -> bool:
-    return (low is None or (v > low if strict else v >= low)) and (high is None or v <= high)
+    """``strict``: the bounds themselves are out of range."""
+    above = low is None or (v > low if strict else v >= low)
+    return above and (high is None or (v < high if strict else v <= high))
 
 
 def integer(low=None, high=None, optional=False, exact=False):
@@ -113,8 +116,7 @@ def flag(optional=False):
 
 def one_of(*allowed):
     def check(key, v):
-        if not isinstance(v, (str, int, float, type(None))) or v not in allowed:
-            raise ConfigError(key, v, choices(allowed))
+        check_choice(key, v, allowed)
     return check
 
 
@@ -158,7 +160,7 @@ SCHEMA = {
     "data.eval_batch_size": integer(1),
     "data.train_subset": integer(1, optional=True),
     "data.test_subset": integer(1, optional=True),
-    "data.normalize": one_of("standardize", "unit", "none"),
+    "data.normalize": check_normalize,
     "data.binarize": flag(),
     "data.crop_padding": integer(0),
     "data.flip": flag(),
@@ -306,9 +308,9 @@ def validate(cfg: DictConfig) -> None:
     run once on the meta device (no memory, no compute) and no data is loaded, only its presence checked."""
     from normexp.data import check_available, data_info
     from normexp.loggers import LOGGERS
-    from normexp.models import FLAT_INPUT_MODELS, MODELS, build_model
-    from normexp.norms import NORMS, NormSpec
-    from normexp.optim import SCHEDULES
+    from normexp.models import MODELS, build_model
+    from normexp.norms import NormSpec, norm_class
+    from normexp.optim import check_schedule
     from normexp.probes import ProbeSet
 
     try:
@@ -319,11 +321,17 @@ def validate(cfg: DictConfig) -> None:
         for part in key.split(".") if key != "config" else ["-"]:
             raw = raw.get(part) if isinstance(raw, dict) else None
         raise ConfigError(key, raw, _first_line(e)) from None
-    for key, names in (("model.name", MODELS), ("norm.name", NORMS), ("data.name", _data_sources()),
-                       ("schedule.name", SCHEDULES), ("logger.name", LOGGERS)):
+    name_checks = {  # each the check its registry's own code makes
+        "model.name": lambda v: check_choice("model.name", v, MODELS),
+        "norm.name": norm_class,
+        "data.name": lambda v: check_choice("data.name", v, _data_sources()),
+        "schedule.name": check_schedule,
+        "logger.name": lambda v: check_choice("logger.name", v, LOGGERS),
+    }
+    for key, check in name_checks.items():
         value = _select(cfg, key)
         if value is not _ABSENT:
-            one_of(*names)(key, value)
+            check(value)
     _check_sections(cfg)
     resolve_device(cfg.device)
     if cfg.train.steps is None and cfg.train.epochs is None:
@@ -341,19 +349,9 @@ def validate(cfg: DictConfig) -> None:
     model_options = {k: v for k, v in plain["model"].items() if k not in ("name", "init", "init_scale")}
     _check_option_types("model", model_options, inspect.signature(MODELS[cfg.model.name]).parameters)
     _check_option_types("norm", {k: v for k, v in plain["norm"].items() if k not in ("name", "placement")},
-                        inspect.signature(NORMS[cfg.norm.name].__init__).parameters)
+                        inspect.signature(norm_class(cfg.norm.name).__init__).parameters)
     norm = NormSpec.from_config(cfg.norm)
-    batch = _check_processes(cfg, batch, norm)
-    slices = int(norm.options.get("virtual_devices", 1)) if norm.name == "ghost_batch" else 1
-    if norm.name == "ghost_batch" and batch % slices:
-        raise ConfigError("data.batch_size", batch,
-                          f"norm=ghost_batch needs a multiple of norm.virtual_devices={slices}")
-    if norm.uses_batch_statistics and batch // slices < 2:
-        raise ConfigError("data.batch_size", batch, f"norm={norm.name} needs at least 2 examples per "
-                          f"{'slice' if slices > 1 else 'batch'} to compute batch statistics")
-    if norm.name == "instance" and (len(info.in_shape) == 1 or cfg.model.name in FLAT_INPUT_MODELS):
-        raise ConfigError("norm.name", "instance", f"model={cfg.model.name} has no spatial dims; "
-                          "instance norm would normalize each value alone")
+    norm.check_batch(_check_processes(cfg, batch, norm))
     model = _check_model_runs(cfg, norm, info, batch, build_model)
     ProbeSet.check_config(cfg.get("probes"), model)
 
@@ -371,7 +369,7 @@ def _check_processes(cfg, batch: int, norm) -> int:
                           "probes run in single-process runs only: use 1 or probes=none")
     if resolve_device(cfg.device).type == "cuda" and world > torch.cuda.device_count():
         raise ConfigError("train.world_size", world, f"this machine has {torch.cuda.device_count()} GPUs")
-    return batch if norm.name == "sync_batch" else batch // world
+    return batch if norm.cls.syncs_across_processes else batch // world
 
 
 def _data_sources():

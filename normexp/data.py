@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normexp.errors import ConfigError, choices
+from normexp.errors import ConfigError, check_choice
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+NORMALIZATIONS = ("standardize", "unit", "none")  # data.normalize: per-channel z-score, x / 255, as stored
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -237,10 +238,13 @@ def data_info(cfg) -> DataInfo:
     return source(cfg).describe(cfg)
 
 
+def check_normalize(key: str, mode) -> None:
+    check_choice(key, mode, NORMALIZATIONS)
+
+
 def source(cfg) -> Source:
     name = cfg.get("name")
-    if name not in SOURCES:
-        raise ConfigError("data.name", name, choices(SOURCES))
+    check_choice("data.name", name, SOURCES)
     return SOURCES[name]
 
 
@@ -283,6 +287,7 @@ class TensorData:
         if self.cfg.get("binarize", False):
             return (x_train > 127.5).float(), (x_test > 127.5).float()
         mode = self.cfg.get("normalize", "standardize")
+        check_normalize("data.normalize", mode)
         if mode == "unit":
             return x_train / 255.0, x_test / 255.0
         if mode == "standardize":
@@ -290,9 +295,7 @@ class TensorData:
             mean = x_train.mean(dims, keepdim=True)
             std = x_train.std(dims, keepdim=True).clamp_min(1e-8)
             return (x_train - mean) / std, (x_test - mean) / std
-        if mode == "none":
-            return x_train, x_test
-        raise ConfigError("data.normalize", mode, choices(["standardize", "unit", "none"]))
+        return x_train, x_test
 
     @property
     def n_train(self) -> int:

@@ -18,3 +18,9 @@ class ConfigError(ValueError):
 
 def choices(names) -> str:
     return "choose one of: " + ", ".join(sorted(str(n) for n in names))
+
+
+def check_choice(key: str, value, allowed) -> None:
+    """Refuse ``value`` unless it is one of ``allowed`` (a registry's names or a tuple of values)."""
+    if not isinstance(value, (str, int, float, type(None))) or value not in allowed:
+        raise ConfigError(key, value, choices(allowed))

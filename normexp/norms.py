@@ -2,6 +2,8 @@
 
 Every layer takes ``num_channels`` first and works on (N, C) and (N, C, *spatial) inputs. Statistics of the
 batch-based layers are per channel over every dim but C, so conv positions count as batch (as in the papers).
+What models, config validation and the training loop need to know about a norm is on its class (see
+:class:`Norm`); adding a norm is its class here and its yaml file in ``configs/norm``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,28 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from normexp.errors import ConfigError, choices
+from normexp.errors import ConfigError, check_choice
 
-NORMS: dict[str, type[nn.Module]] = {}
-SHIFT_FREE = {"none", "rms"}  # layers without a learned shift: the preceding layer keeps its bias
-BATCH_STATISTICS = {"batch", "batch_noisy", "lp", "ghost_batch", "batch_renorm", "sync_batch"}
+
+class Norm:
+    """The properties of a norm that the code around it reads, as class attributes (defaults here)."""
+
+    registry_name = "norm"
+    has_shift = True  # a learned shift (when affine): a layer right before it drops its bias
+    uses_batch_statistics = False  # statistics over the batch: needs two or more examples per batch
+    syncs_across_processes = False  # statistics over every process's batch: sees the global batch
+    needs_spatial_input = False  # refused after a fully connected layer: each value would be normalized alone
+
+    @classmethod
+    def check_batch(cls, batch: int, settings: dict) -> None:
+        """Refuse a batch (of one process) this norm cannot compute its statistics on; ``settings``: its
+        options with the constructor's defaults filled in."""
+        if cls.uses_batch_statistics and batch < 2:
+            raise ConfigError("data.batch_size", batch, f"norm={cls.registry_name} needs at least 2 examples "
+                              "per batch to compute batch statistics")
+
+
+NORMS: dict[str, type[Norm]] = {}
 
 
 def register(name: str):
@@ -31,16 +50,26 @@ def register(name: str):
     return add
 
 
+def norm_class(name: str) -> type[Norm]:
+    """The class registered as ``name``; the one check of ``norm.name``."""
+    check_choice("norm.name", name, NORMS)
+    return NORMS[name]
+
+
 def create_norm(name: str, num_channels: int, **options) -> nn.Module:
-    if name not in NORMS:
-        raise ConfigError("norm.name", name, choices(NORMS))
-    return NORMS[name](num_channels, **options)
+    return norm_class(name)(num_channels, **options)
 
 
 def norm_options(name: str) -> list[str]:
     """The option names a norm accepts (everything in its constructor after num_channels)."""
     params = list(inspect.signature(NORMS[name].__init__).parameters)
     return params[2:]
+
+
+def norm_settings(name: str, options: dict) -> dict:
+    """``options`` with the constructor's defaults for the options not given."""
+    params = list(inspect.signature(NORMS[name].__init__).parameters.values())[2:]
+    return {p.name: options.get(p.name, p.default) for p in params}
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:
@@ -52,23 +81,26 @@ def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @register("none")
-class NoNorm(nn.Identity):
+class NoNorm(Norm, nn.Identity):
+    has_shift = False
+
     def __init__(self, num_channels: int):
         super().__init__()
 
 
 @register("batch")
-class BatchNorm(nn.modules.batchnorm._BatchNorm):
+class BatchNorm(Norm, nn.modules.batchnorm._BatchNorm):
     """Ioffe & Szegedy's transform. ``stats='ema'`` keeps PyTorch's moving averages for inference;
     ``stats='population'`` recomputes them before each evaluation with the current weights, as the
     paper's Alg. 2 does: mean of batch means and m/(m-1) times the mean of batch variances over
     ``population_batches`` training batches (see ``recompute_population_stats``)."""
 
+    uses_batch_statistics = True
+
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  stats: str = "ema", population_batches: int = 20):
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=True)
-        if stats not in ("ema", "population"):
-            raise ConfigError("norm.stats", stats, choices(["ema", "population"]))
+        check_choice("norm.stats", stats, ("ema", "population"))
         self.stats, self.population_batches = stats, population_batches
 
     def _check_input_dim(self, x):
@@ -92,12 +124,22 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
                             training=False, eps=self.eps)
 
 
+def _population_layers(model: nn.Module) -> list[BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, BatchNorm) and m.stats == "population"]
+
+
+def population_batches(model: nn.Module) -> int:
+    """How many training batches ``recompute_population_stats`` should average for ``model``: its
+    ``stats='population'`` layers' ``population_batches`` (0 when it has none)."""
+    return max((m.population_batches for m in _population_layers(model)), default=0)
+
+
 @torch.no_grad()
 def recompute_population_stats(model: nn.Module, batches) -> bool:
     """Ioffe & Szegedy's inference statistics for every ``BatchNorm(stats='population')`` in ``model``:
     reset, then accumulate a plain average (PyTorch's momentum=None) over ``batches`` in train mode.
     RNG state is preserved (noisy layers draw during the pass). Returns whether anything was recomputed."""
-    layers = [m for m in model.modules() if isinstance(m, BatchNorm) and m.stats == "population"]
+    layers = _population_layers(model)
     if not layers:
         return False
     momenta = [m.momentum for m in layers]
@@ -117,7 +159,7 @@ def recompute_population_stats(model: nn.Module, batches) -> bool:
     return True
 
 
-class _GroupNormBase(nn.GroupNorm):
+class _GroupNormBase(Norm, nn.GroupNorm):
     def forward(self, x):
         if x.dim() == 2 and self.num_groups == self.num_channels and self.num_channels > 1:
             raise ValueError(f"norm={self.registry_name} needs spatial inputs (N, C, H, W); got (N, C): "
@@ -159,13 +201,17 @@ class LayerNorm(_GroupNormBase):
 class InstanceNorm(_GroupNormBase):
     """Instance norm with per-channel gamma and beta: GroupNorm with one channel per group."""
 
+    needs_spatial_input = True
+
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__(num_channels, num_channels, eps=eps, affine=affine)
 
 
 @register("rms")
-class RMSNorm(nn.Module):
+class RMSNorm(Norm, nn.Module):
     """x / sqrt(mean of x^2 over (C, H, W) + eps) times a per-channel gain; no centring, no shift."""
+
+    has_shift = False
 
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
@@ -247,6 +293,17 @@ class GhostBatchNorm(BatchNorm):
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
         self.virtual_devices = virtual_devices
 
+    @classmethod
+    def check_batch(cls, batch, settings):
+        d = settings["virtual_devices"]
+        if batch % d:
+            raise ConfigError("data.batch_size", batch,
+                              f"norm={cls.registry_name} needs a multiple of norm.virtual_devices={d}")
+        if d > 1 and batch // d < 2:
+            raise ConfigError("data.batch_size", batch, f"norm={cls.registry_name} needs at least 2 examples "
+                              "per slice to compute batch statistics")
+        super().check_batch(batch, settings)
+
     def forward(self, x):
         self._check_input_dim(x)
         if not self.training:
@@ -295,6 +352,8 @@ class FrozenBatchNorm(BatchNorm):
     """BN that always normalizes with its running statistics (eval-mode BN), e.g. when fine-tuning a
     pretrained net on small batches. The statistics never update; ``freeze_affine`` also fixes gamma, beta."""
 
+    uses_batch_statistics = False
+
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  freeze_affine: bool = False):
         super().__init__(num_channels, eps=eps, affine=affine)
@@ -312,6 +371,8 @@ class SyncBatchNorm(BatchNorm):
     """BN with statistics over the batches of every process of a multi-process run: per-channel sums are
     all-reduced with autograd-aware collectives (gloo or nccl), so gradients flow across processes too.
     Without a process group it is plain BN. (Not torch's nn.SyncBatchNorm: DDP refuses that on CPU.)"""
+
+    syncs_across_processes = True
 
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
@@ -334,6 +395,9 @@ class SyncBatchNorm(BatchNorm):
         return self._affine(centred * _per_channel(torch.rsqrt(var + self.eps), x))
 
 
+PLACEMENTS = ("before", "after")
+
+
 @dataclass(frozen=True)
 class NormSpec:
     """What a model needs to place norms: which layer, its options, before or after the nonlinearity."""
@@ -344,16 +408,14 @@ class NormSpec:
 
     @classmethod
     def from_config(cls, cfg) -> NormSpec:
-        opts = {k: v for k, v in dict(cfg).items() if k not in ("name", "placement")}
-        spec = cls(cfg.get("name", "none"), cfg.get("placement", "before"), opts)
+        given = {k: cfg[k] for k in ("name", "placement") if k in cfg}  # else the defaults above
+        spec = cls(**given, options={k: v for k, v in dict(cfg).items() if k not in ("name", "placement")})
         spec.check()
         return spec
 
     def check(self) -> None:
-        if self.name not in NORMS:
-            raise ConfigError("norm.name", self.name, choices(NORMS))
-        if self.placement not in ("before", "after"):
-            raise ConfigError("norm.placement", self.placement, choices(["before", "after"]))
+        norm_class(self.name)
+        check_choice("norm.placement", self.placement, PLACEMENTS)
         allowed = norm_options(self.name)
         for key in self.options:
             if key not in allowed:
@@ -364,11 +426,28 @@ class NormSpec:
         return create_norm(self.name, num_channels, **self.options)
 
     @property
+    def cls(self) -> type[Norm]:
+        return norm_class(self.name)
+
+    @property
+    def settings(self) -> dict:
+        """Every option of the norm: the given ones and the constructor's defaults."""
+        return norm_settings(self.name, self.options)
+
+    @property
     def shifts(self) -> bool:
         """Whether the norm adds a learned shift right after the preceding layer (which then drops its
-        bias)."""
-        return self.name not in SHIFT_FREE and self.options.get("affine", True) and self.placement == "before"
+        bias). A norm without an ``affine`` option always has its shift, if it has one."""
+        return self.cls.has_shift and self.settings.get("affine", True) and self.placement == "before"
 
     @property
     def uses_batch_statistics(self) -> bool:
-        return self.name in BATCH_STATISTICS
+        return self.cls.uses_batch_statistics
+
+    @property
+    def needs_spatial_input(self) -> bool:
+        return self.cls.needs_spatial_input
+
+    def check_batch(self, batch: int) -> None:
+        """Refuse a batch (what one process's layers see) the norm cannot compute its statistics on."""
+        self.cls.check_batch(batch, self.settings)

@@ -7,9 +7,13 @@ import math
 import torch
 from hydra.utils import instantiate
 
-from normexp.errors import ConfigError, choices
+from normexp.errors import check_choice
 
 SCHEDULES = ("constant", "step", "cosine", "linear")
+
+
+def check_schedule(name) -> None:
+    check_choice("schedule.name", name, SCHEDULES)
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -20,6 +24,7 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 def lr_factor(cfg, total_steps: int):
     """step -> multiplier of the base lr. Milestones are fractions of the run (Wu & He: 0.3, 0.6, 0.9)."""
     name = cfg.get("name", "constant")
+    check_schedule(name)
     warmup = int(cfg.get("warmup_steps", 0))
 
     def shape(step: int) -> float:
@@ -32,8 +37,6 @@ def lr_factor(cfg, total_steps: int):
             return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         return max(0.0, 1.0 - t)  # linear decay to zero
 
-    if name not in SCHEDULES:
-        raise ConfigError("schedule.name", name, choices(SCHEDULES))
     return lambda step: shape(step) * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
 

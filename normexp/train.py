@@ -36,7 +36,7 @@ from normexp.data import build_data
 from normexp.errors import ConfigError
 from normexp.loggers import build_trackers
 from normexp.models import build_model
-from normexp.norms import NormSpec, recompute_population_stats
+from normexp.norms import NormSpec, population_batches, recompute_population_stats
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
@@ -367,9 +367,8 @@ class Loop:
         if distributed.rank() != 0:
             return
         t0 = time.perf_counter()
-        cfg = self.cfg
-        if cfg.norm.get("stats") == "population":
-            k = int(cfg.norm.get("population_batches", 20))
+        k = population_batches(self.model)
+        if k:
             batch_size = self.data.batch_size
             batches = (self.data.fixed_train_batch(batch_size, seed=10_000 + i)[0] for i in range(k))
             recompute_population_stats(self.model, batches)

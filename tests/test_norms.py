@@ -441,6 +441,19 @@ def test_norm_spec_rejects_unknown_names_placements_and_options():
     assert NormSpec("ghost_batch").uses_batch_statistics and not NormSpec("group").uses_batch_statistics
 
 
+def test_the_loop_reads_population_batches_off_the_models_layers():
+    from omegaconf import OmegaConf
+
+    from normexp.models import build_model
+    from normexp.norms import population_batches
+
+    cfg = OmegaConf.create({"name": "mlp", "widths": [4]})
+    spec = NormSpec("batch", options={"stats": "population", "population_batches": 3})
+    assert population_batches(build_model(cfg, spec, (1, 2, 2), 10)) == 3
+    assert population_batches(build_model(cfg, NormSpec("batch"), (1, 2, 2), 10)) == 0  # stats=ema
+    assert population_batches(build_model(cfg, NormSpec("group", options={"groups": 1}), (1, 2, 2), 10)) == 0
+
+
 def test_a_run_with_population_statistics_completes(compose, tmp_path):
     from normexp.train import run
 

@@ -235,3 +235,38 @@ def test_a_job_that_fails_validation_inside_hydra_leaves_no_run_dir(tmp_path):
     assert done.stderr.splitlines() == ["normexp-train: error: data.batch_size=0 is not valid: must be an "
                                         "integer >= 1"]
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- one check per rule, reused
+
+@pytest.mark.parametrize("overrides, key, says", [
+    (["probes=hessian", "probes.hessian.tol=1"], "probes.hessian.tol", "must be a number > 0 and < 1"),
+    (["probes=hessian", "probes.hessian.max_iter=2.0"], "probes.hessian.max_iter", "must be an integer >= 1"),
+    (["probes=landscape", "probes.landscape.points=0"], "probes.landscape.points", "must be an integer >= 1"),
+    (["probes=landscape", "probes.landscape.low=inf"], "probes.landscape.low", "must be a number > 0"),
+    (["probes=activations", "probes.activations.percentiles=[50,101]"], "probes.activations.percentiles",
+     "must be a number >= 0 and <= 100"),
+    (["probes=all", "probes.ics.every=true"], "probes.ics.every", "must be an integer >= 0"),
+    (["data.normalize=zscore"], "data.normalize", "choose one of: none, standardize, unit"),
+    (["schedule.name=exp"], "schedule.name", "choose one of: constant, cosine, linear, step"),
+    (["norm.name=bogus"], "norm.name", "choose one of: batch, batch_noisy"),
+])
+def test_probes_data_and_schedules_use_the_config_checks(overrides, key, says):
+    error = error_of(["model=mlp", *overrides])
+    assert error is not None, f"{overrides} passed validation"
+    assert error.key == key and says in error.allowed
+
+
+def test_the_batch_a_norm_sees_is_checked_by_its_class():
+    from normexp.norms import NormSpec
+
+    NormSpec("batch").check_batch(2)
+    NormSpec("frozen_batch").check_batch(1)  # running statistics only
+    NormSpec("group").check_batch(1)
+    with pytest.raises(ConfigError, match="norm=batch needs at least 2 examples per batch"):
+        NormSpec("batch").check_batch(1)
+    with pytest.raises(ConfigError, match="norm=ghost_batch needs at least 2 examples per slice"):
+        NormSpec("ghost_batch", options={"virtual_devices": 4}).check_batch(4)
+    with pytest.raises(ConfigError, match="multiple of norm.virtual_devices=8"):  # the class's default
+        NormSpec("ghost_batch").check_batch(12)
+    NormSpec("ghost_batch").check_batch(16)

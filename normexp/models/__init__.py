@@ -11,7 +11,7 @@ import inspect
 
 from torch import nn
 
-from normexp.errors import ConfigError, choices
+from normexp.errors import ConfigError, check_choice, choices
 from normexp.models.dln import dln
 from normexp.models.mlp import mlp
 from normexp.models.resnet import resnet_cifar
@@ -20,15 +20,13 @@ from normexp.models.zoo import tv_resnet
 from normexp.norms import NormSpec
 
 MODELS = {"mlp": mlp, "dln": dln, "vgg": vgg, "resnet_cifar": resnet_cifar, "tv_resnet": tv_resnet}
-FLAT_INPUT_MODELS = {"mlp", "dln"}
 INITS = ("torch", "glorot", "kaiming")
 _NOT_MODEL_OPTIONS = ("name", "variant", "init", "init_scale")
 
 
 def build_model(cfg, norm: NormSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     name = cfg.get("name")
-    if name not in MODELS:
-        raise ConfigError("model.name", name, choices(MODELS))
+    check_choice("model.name", name, MODELS)
     options = {k: v for k, v in dict(cfg).items() if k not in _NOT_MODEL_OPTIONS}
     allowed = list(inspect.signature(MODELS[name]).parameters)[3:]
     for key, value in options.items():

@@ -43,9 +43,10 @@ def linear_block(d_in: int, d_out: int, norm: NormSpec, act: str) -> Block:
 
 def linear_norm(norm: NormSpec, width: int) -> nn.Module:
     """The norm after a linear layer, refused at build time where it could not work on (N, C) input."""
-    if norm.name == "instance":
-        raise ConfigError("norm.name", norm.name, "instance norm needs spatial dims and this model has fully "
-                          "connected hidden layers (each value would be normalized alone)")
+    if norm.needs_spatial_input:
+        raise ConfigError("norm.name", norm.name, f"norm={norm.name} needs spatial dims and this model has "
+                          "fully connected hidden layers; a fully connected layer has no spatial dims (each "
+                          "value would be normalized alone)")
     return norm(width)
 
 

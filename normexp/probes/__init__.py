@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from normexp.config import integer
 from normexp.errors import ConfigError, choices
 from normexp.probes.guard import untouched
 from normexp.probes.layers import select, weight_layers
@@ -89,11 +90,6 @@ class WeightLayerProbe(Probe):
         self.chosen = select(weight_layers(model), self.opts["layers"], f"probes.{self.name}.layers")
 
 
-def _check_every(value, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(key, value, "must be an integer >= 0 (steps between calls; 0 turns the probe off)")
-
-
 class ProbeSet:
     @staticmethod
     def check_config(cfg, model: torch.nn.Module | None = None) -> None:
@@ -101,8 +97,7 @@ class ProbeSet:
         for key in cfg or {}:
             value = cfg[key]
             if key == "batch_size":
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ConfigError("probes.batch_size", value, "must be an integer >= 1")
+                integer(1, exact=True)("probes.batch_size", value)
                 continue
             if key not in PROBES:
                 raise ConfigError(f"probes.{key}", value, "not a probe; " + choices([*PROBES, *_RESERVED]))
@@ -113,7 +108,7 @@ class ProbeSet:
                 if option != "every" and option not in cls.defaults:
                     raise ConfigError(f"probes.{key}.{option}", value[option],
                                       f"probe {key} takes options: " + ", ".join(["every", *cls.defaults]))
-            _check_every(value.get("every", 0), f"probes.{key}.every")
+            integer(0, exact=True)(f"probes.{key}.every", value.get("every", 0))  # 0: off
             if model is not None:
                 opts = {k: plain(value.get(k, v)) for k, v in cls.defaults.items()}
                 cls.check(opts, model, f"probes.{key}")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from normexp.errors import ConfigError, choices
+from normexp.config import number
+from normexp.errors import ConfigError, check_choice
 from normexp.probes import Probe, register
 from normexp.probes.layers import SITES, blocks, capture, channels, select, unit_columns
 
@@ -29,14 +30,13 @@ class Activations(Probe):
     @classmethod
     def check(cls, opts, model, key):
         chosen = select(blocks(model), opts["layers"], f"{key}.layers")
-        if opts["site"] not in SITES:
-            raise ConfigError(f"{key}.site", opts["site"], choices(SITES))
-        if opts["mode"] not in MODES:
-            raise ConfigError(f"{key}.mode", opts["mode"], choices(MODES))
+        check_choice(f"{key}.site", opts["site"], SITES)
+        check_choice(f"{key}.mode", opts["mode"], MODES)
         qs = opts["percentiles"]
-        if not isinstance(qs, list) or not qs or not all(
-                isinstance(q, (int, float)) and not isinstance(q, bool) and 0 <= q <= 100 for q in qs):
+        if not isinstance(qs, list) or not qs:
             raise ConfigError(f"{key}.percentiles", qs, "must be a non-empty list of numbers in [0, 100]")
+        for q in qs:
+            number(0, 100)(f"{key}.percentiles", q)
         units = opts["units"]
         if units == "all":
             return

@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from normexp.errors import ConfigError, choices
+from normexp.config import integer, number
+from normexp.errors import check_choice
 from normexp.probes import WeightLayerProbe, register
 
 BN_MODES = ("train", "eval")
@@ -56,13 +57,9 @@ class Hessian(WeightLayerProbe):
     @classmethod
     def check(cls, opts, model, key):
         super().check(opts, model, key)
-        if opts["bn_mode"] not in BN_MODES:
-            raise ConfigError(f"{key}.bn_mode", opts["bn_mode"], choices(BN_MODES))
-        tol, max_iter = opts["tol"], opts["max_iter"]
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-            raise ConfigError(f"{key}.tol", tol, "must be a number in (0, 1)")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ConfigError(f"{key}.max_iter", max_iter, "must be an integer >= 1")
+        check_choice(f"{key}.bn_mode", opts["bn_mode"], BN_MODES)
+        number(0, 1, strict=True)(f"{key}.tol", opts["tol"])
+        integer(1, exact=True)(f"{key}.max_iter", opts["max_iter"])
 
     def measure(self, ctx) -> dict:
         model, (x, y), o = ctx.model, ctx.probe_batch, self.opts

@@ -19,7 +19,8 @@ import math
 import numpy as np
 import torch
 
-from normexp.errors import ConfigError, choices
+from normexp.config import integer, number
+from normexp.errors import ConfigError, check_choice
 from normexp.probes import Probe, register
 from normexp.probes.guard import assign, replayed_rng
 
@@ -40,15 +41,11 @@ class Landscape(Probe):
 
     @classmethod
     def check(cls, opts, model, key):
-        if opts["spacing"] not in SPACINGS:
-            raise ConfigError(f"{key}.spacing", opts["spacing"], choices(SPACINGS))
-        points = opts["points"]
-        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-            raise ConfigError(f"{key}.points", points, "must be an integer >= 1")
+        check_choice(f"{key}.spacing", opts["spacing"], SPACINGS)
+        integer(1, exact=True)(f"{key}.points", opts["points"])
         low, high = opts["low"], opts["high"]
-        for name, v in (("low", low), ("high", high)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
-                raise ConfigError(f"{key}.{name}", v, "must be a number > 0 (a multiple of the lr)")
+        for name in ("low", "high"):  # multiples of the lr
+            number(0, strict=True)(f"{key}.{name}", opts[name])
         if high < low:
             raise ConfigError(f"{key}.high", high, f"must be >= probes.landscape.low={low}")
 

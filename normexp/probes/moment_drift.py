@@ -16,7 +16,7 @@ from statistics import median
 
 import torch
 
-from normexp.errors import ConfigError, choices
+from normexp.errors import check_choice
 from normexp.probes import Probe, register
 from normexp.probes.layers import blocks, capture, select, unit_columns
 
@@ -30,8 +30,7 @@ class MomentDrift(Probe):
     @classmethod
     def check(cls, opts, model, key):
         select(blocks(model), opts["layers"], f"{key}.layers")
-        if opts["mode"] not in MODES:
-            raise ConfigError(f"{key}.mode", opts["mode"], choices(MODES))
+        check_choice(f"{key}.mode", opts["mode"], MODES)
 
     def __init__(self, cfg, model):
         super().__init__(cfg, model)

@@ -140,8 +140,8 @@ def sweep_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
         g = g.sort_values("_pos")
         done = g[g["completed"] > 0]
         n = int(g["runs"].max()) if len(g) else 0
-        label = (f"{hue}={value}" if hue else y) + f" ({'up to ' if g['runs'].nunique() > 1 else ''}{n} "
-                                                   f"run{'s' if n != 1 else ''} per point)"
+        some = "up to " if g["runs"].nunique() > 1 else ""
+        label = (f"{hue}={value}" if hue else y) + f" ({some}{n} run{'s' if n != 1 else ''} per point)"
         color = mean_band(ax, done["_pos"], done[f"{y}_mean"], done[f"{y}_min"], done[f"{y}_max"],
                           label=label, marker="o")
         bad = g[g["diverged"] > 0]

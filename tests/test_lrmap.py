@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -146,3 +150,104 @@ def test_range_test_restores_model_optimizer_and_rng_bit_for_bit():
     assert optim_after["param_groups"] == optim_before["param_groups"]  # lr back to 0.05
     for k, state in optim_before["state"].items():
         assert torch.equal(optim_after["state"][k]["momentum_buffer"], state["momentum_buffer"])
+
+
+# ---------------------------------------------------------------- real runs: resuming, the command lines
+
+TINY = ["model=mlp", "model.widths=[16]", "data=mnist5k", "profile=smoke", "train.steps=10",
+        "train.eval_every=0", "device=cpu", "logger=local"]
+TINY_GRID = LrGrid(0.01, 2.56, 2.0, 1.0)  # 0.01 x 2**k, k = 0..8; coarse 0, 3, 6, 8
+
+
+@pytest.fixture(scope="module")
+def tiny_map(tmp_path_factory):
+    out = tmp_path_factory.mktemp("map")
+    cells = lrmap.cells_from_axes({"norm": ["none", "batch"]})
+    first = lrmap.MapRun(LrMap(cells, [0], TINY_GRID), TINY, out, jobs=1, log=lambda s: None)
+    table, points = first.run()
+    return out, cells, first, table, points
+
+
+@pytest.mark.slow
+def test_a_map_resumes_from_its_run_dirs(tiny_map):
+    out, cells, first, table, points = tiny_map
+    assert first.ran == table["runs"].sum() == len(points) >= 2 * len(TINY_GRID.coarse)
+    for _, p in points.iterrows():  # ordinary run dirs at <out>/<cell>/lr<lr>/seed<k>
+        assert Path(p["run_dir"]) == out / p["cell"] / f"lr{p['lr']:g}" / "seed0"
+        assert (Path(p["run_dir"]) / "summary.json").exists()
+        assert f"optim.lr={p['lr']:g}" in (Path(p["run_dir"]) / "meta.json").read_text()
+    again = lrmap.MapRun(LrMap(cells, [0], TINY_GRID), TINY, out, jobs=1, log=lambda s: None)
+    table2, _ = again.run()
+    assert again.ran == 0
+    pd.testing.assert_frame_equal(table, table2)
+    from normexp.results import load_runs
+
+    assert len(load_runs(out)) == len(points)  # normexp-results reads them like any sweep
+
+
+@pytest.mark.slow
+def test_normexp_plot_writes_png_and_pdf_with_the_command(tiny_map, tmp_path):
+    from PIL import Image
+
+    from normexp.plots import plot_main
+
+    out = tiny_map[0]
+    paths = plot_main([str(out), "--x", "optim.lr", "--hue", "norm", "--y", "train_loss", "--out",
+                       str(tmp_path)])
+    names = sorted(p.name for p in paths)
+    assert names == ["train_loss_curves_by_optim.lr.pdf", "train_loss_curves_by_optim.lr.png",
+                     "train_loss_vs_optim.lr.pdf", "train_loss_vs_optim.lr.png"]
+    command = f"normexp-plot {out} --x optim.lr --hue norm --y train_loss --out {tmp_path}"
+    assert Image.open(tmp_path / "train_loss_vs_optim.lr.png").text["Command"] == command
+    assert f"/Subject ({command})".encode() in (tmp_path / "train_loss_vs_optim.lr.pdf").read_bytes()
+    from normexp.plots import default_axes
+    from normexp.results import load_runs
+
+    assert default_axes(load_runs(out), None, None) == ("optim.lr", "norm")  # what the map swept
+
+
+def _cli(tool, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(Path(sys.executable).parent / tool), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.mark.parametrize("tool, args, needle", [
+    ("normexp-lrmap", ["norm=none,bogus", "model=mlp"], "norm='bogus' is not valid: choose one of"),
+    ("normexp-lrmap", ["norm=none,batch", "--loss", "acc"], "--loss='acc' is not valid: choose one of"),
+    ("normexp-lrmap", ["optim.lr=0.1,1"], "optim.lr='0.1,1' is not valid: set by normexp-lrmap"),
+    ("normexp-lrmap", ["--resolution", "0.9"], "--resolution=0.9 is not valid: must be a factor above 1"),
+    ("normexp-plot", ["{map}", "--x", "nrm"], "--x='nrm' is not valid: not a column of the run table"),
+    ("normexp-plot", ["{map}", "--y", "acc"], "--y='acc' is not valid: choose one of"),
+    ("normexp-results", ["{map}", "--by", "norm,nrm"], "--by='nrm' is not valid: not a column"),
+])
+@pytest.mark.slow
+def test_bad_input_is_one_line_and_exit_2(tiny_map, tool, args, needle):
+    result = _cli(tool, *(a.replace("{map}", str(tiny_map[0])) for a in args))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and needle in result.stderr and f"{tool}: error:" in result.stderr
+
+
+def test_by_aggregation_matches_a_hand_computed_table():
+    from normexp.results import aggregate
+
+    table = pd.DataFrame({
+        "norm": ["batch", "batch", "batch", "group", "group", "group"],
+        "data.batch_size": [4, 4, 32, 4, 4, 4],
+        "seed": [0, 1, 0, 0, 1, 2],
+        "status": ["completed", "completed", "diverged", "completed", "interrupted", "completed"],
+        "test_acc": [0.8, 0.9, None, 0.5, 0.7, 0.6],
+        "train_loss": [0.4, 0.2, None, 1.0, 0.1, 1.5]})
+    got = aggregate(table, ["norm", "data.batch_size"], ["test_acc", "train_loss"])
+    assert got[["norm", "data.batch_size", "runs", "completed", "diverged"]].values.tolist() == [
+        ["batch", 4, 2, 2, 0], ["batch", 32, 1, 0, 1], ["group", 4, 3, 2, 0]]
+    # means and spreads over completed runs only (the interrupted run's numbers are not used)
+    assert got["test_acc_mean"].tolist()[0::2] == pytest.approx([0.85, 0.55])
+    assert got["test_acc_spread"].tolist()[0::2] == pytest.approx([0.1, 0.1])
+    assert got["train_loss_spread"].tolist()[0::2] == pytest.approx([0.2, 0.5])
+    assert got["train_loss_mean"].isna().tolist() == [False, True, False]
+    # the same as pandas' groupby over the completed runs
+    done = table[table["status"] == "completed"].groupby(["norm", "data.batch_size"])["test_acc"]
+    expected = (done.max() - done.min()).reset_index(name="spread")
+    merged = got.merge(expected, on=["norm", "data.batch_size"])
+    assert merged["test_acc_spread"].tolist() == pytest.approx(merged["spread"].tolist())

@@ -240,6 +240,20 @@ class LrMap:
         return pd.DataFrame(rows), points
 
 
+def search_vs_dense(lrmap: LrMap, points_of) -> pd.DataFrame:
+    """Per cell: the runs the adaptive search needs and the largest stable lr it finds, against the dense
+    grid's, from the same run dirs (the dense grid holds every point the search asks for), and whether the
+    two edges are within one resolution step."""
+    search, dense = (LrMap(lrmap.cells, lrmap.seeds, lrmap.grid, lrmap.fraction, lrmap.loss, d)
+                     .summarize(points_of)[0] for d in (False, True))
+    steps = np.log(search["largest_stable_lr"] / dense["largest_stable_lr"]) / math.log(lrmap.grid.resolution)
+    both_none = search["largest_stable_lr"].isna() & dense["largest_stable_lr"].isna()
+    return pd.DataFrame({"cell": search["cell"], "search_runs": search["runs"], "dense_runs": dense["runs"],
+                         "run_fraction": search["runs"] / dense["runs"],
+                         "search_edge": search["largest_stable_lr"], "dense_edge": dense["largest_stable_lr"],
+                         "edge_steps_apart": steps.round(3), "agree": both_none | (steps.abs() <= 1 + 1e-6)})
+
+
 # ---------------------------------------------------------------- running a map (the reproduction executor)
 
 def _executor():
@@ -342,7 +356,7 @@ def heatmap(table: pd.DataFrame, cells: list[MapCell]):
     grid = np.full((len(rows), len(cols)), np.nan)
     fig, axes = figure(width=1.3 * len(cols) + 2.2, height=0.75 * len(rows) + 1.4)
     ax = axes[0][0]
-    by_name = table.set_index("cell")
+    by_name, labels = table.set_index("cell"), []
     for c in cells:
         r, k = key(c)
         row = by_name.loc[c.name]
@@ -351,9 +365,11 @@ def heatmap(table: pd.DataFrame, cells: list[MapCell]):
         edge = row["largest_stable_lr"]
         text = "none" if not edge > 0 else (">=" if row["edge"].startswith(">=") else "") + f"{edge:.3g}"
         best = f"\nbest {row['best_lr']:.3g}" if row["best_lr"] > 0 else ""
-        ax.text(j, i, text + best, ha="center", va="center", fontsize=8)
-    cmap = matplotlib_cmap()
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
+        labels.append((j, i, text + best))
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=matplotlib_cmap(), aspect="auto")
+    for j, i, text in labels:  # dark text on the light end of the colour map, white on the dark end
+        light = np.isnan(grid[i, j]) or image.norm(grid[i, j]) > 0.5
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if light else "white")
     fig.colorbar(image, ax=ax, label="log10 largest stable lr")
     ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
@@ -372,9 +388,7 @@ def matplotlib_cmap():
 def loss_vs_lr(points: pd.DataFrame, cells: list[MapCell], loss: str):
     """Final loss (seed mean, min-max band) vs lr, one panel per value of the first swept key, one line per
     combination of the others; a diverged or failed run is an x at the top of its panel."""
-    import matplotlib.transforms as mtransforms
-
-    from normexp.plots import DIVERGED_MARKER, figure, mean_band
+    from normexp.plots import figure, mark_diverged_at_top, mean_band
 
     rows, cols, key = _row_col(cells)
     fig, axes = figure(1, len(rows), width=3.6, height=3.0, sharey=True)
@@ -385,9 +399,7 @@ def loss_vs_lr(points: pd.DataFrame, cells: list[MapCell], loss: str):
         agg = per_lr(pts, loss).sort_index()
         done = agg[agg["completed"] > 0]
         color = mean_band(ax, done.index, done["loss"], done["loss_min"], done["loss_max"], label=k)
-        bad = pts[pts["status"].isin(["diverged", "failed"])]
-        top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
-        ax.scatter(bad["lr"], [0.97] * len(bad), transform=top, color=color, clip_on=False, **DIVERGED_MARKER)
+        mark_diverged_at_top(ax, pts.loc[pts["status"].isin(["diverged", "failed"]), "lr"], color)
         ax.set_title(r, fontsize=9)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
@@ -601,6 +613,15 @@ def main(argv=None) -> int:
         table, curves = range_test_column(run, table, args.range_steps, args.rule)
         curves.to_csv(args.out / "range_test.csv", index=False)
         figures["range_test"] = range_test_figure(curves, table)
+    if args.dense:
+        check = search_vs_dense(lrmap, run.points_of)
+        check.to_csv(args.out / "lrmap_search_vs_dense.csv", index=False)
+        print(check.to_string(index=False, float_format="{:.4g}".format))
+        needed, grid_runs = check["search_runs"].sum(), check["dense_runs"].sum()
+        print(f"normexp-lrmap: the search needs {needed} of the dense grid's {grid_runs} runs "
+              f"({needed / grid_runs:.0%}); "
+              f"largest stable lr within one step of the dense grid's in {int(check['agree'].sum())} of "
+              f"{len(check)} cells")
     name = "lrmap_dense" if args.dense else "lrmap"
     table.to_csv(args.out / f"{name}.csv", index=False)
     points.to_csv(args.out / f"{name}_points.csv", index=False)

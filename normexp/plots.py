@@ -36,6 +36,21 @@ def save_figure(fig, stem, command: str, dpi: int = 130) -> list[Path]:
     return paths
 
 
+def mark_diverged_at_top(ax, xs, color) -> None:
+    """An x at the top of the panel at each of ``xs`` (runs that diverged have no value to plot); the x axis
+    is widened to show them."""
+    import matplotlib.transforms as mtransforms
+    import numpy as np
+
+    xs = np.asarray(list(xs), dtype=float)
+    if not len(xs):
+        return
+    top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    ax.scatter(xs, np.full(len(xs), 0.97), transform=top, color=color, clip_on=False, **DIVERGED_MARKER)
+    ax.dataLim.update_from_data_xy(np.column_stack([xs, np.zeros(len(xs))]), ignore=False, updatey=False)
+    ax.autoscale_view()
+
+
 def mean_band(ax, x, mean, low=None, high=None, label=None, color=None, linestyle="-", marker=None):
     """A line of means with a shaded band from ``low`` to ``high`` (drawn where they differ); returns the
     line's color."""
@@ -125,8 +140,6 @@ def default_axes(table: pd.DataFrame, x: str | None, hue: str | None) -> tuple[s
 def sweep_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
     """``y`` (seed mean, min-max band over completed runs) against ``x``, one line per value of ``hue``; an x
     at the top where runs diverged. Log2 axis for positive numbers spanning more than 4x."""
-    import matplotlib.transforms as mtransforms
-
     from normexp.results import aggregate
 
     agg = aggregate(table, [k for k in (hue, x) if k], [y], stats=("mean", "min", "max"))
@@ -135,7 +148,6 @@ def sweep_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
     agg["_pos"] = numbers if numbers is not None else agg[x].map(order.index)
     fig, axes = figure(width=5.0, height=3.6)
     ax = axes[0][0]
-    top = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
     for value, g in (agg.groupby(hue, sort=False, dropna=False) if hue else [(None, agg)]):
         g = g.sort_values("_pos")
         done = g[g["completed"] > 0]
@@ -144,9 +156,7 @@ def sweep_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
         label = (f"{hue}={value}" if hue else y) + f" ({some}{n} run{'s' if n != 1 else ''} per point)"
         color = mean_band(ax, done["_pos"], done[f"{y}_mean"], done[f"{y}_min"], done[f"{y}_max"],
                           label=label, marker="o")
-        bad = g[g["diverged"] > 0]
-        ax.scatter(bad["_pos"], [0.97] * len(bad), transform=top, color=color, clip_on=False,
-                   **DIVERGED_MARKER)
+        mark_diverged_at_top(ax, g.loc[g["diverged"] > 0, "_pos"], color)
     if numbers is not None and (numbers > 0).all() and numbers.max() > 4 * numbers.min():
         ax.set_xscale("log", base=2)
     if numbers is None:
@@ -224,13 +234,13 @@ def plot_main(argv=None) -> list[Path]:
     return paths
 
 
-def cli() -> None:
+def cli(argv=None) -> None:
     import sys
 
     from normexp.errors import ConfigError
 
     try:
-        for path in plot_main():
+        for path in plot_main(argv):
             print(f"wrote {path}")
     except ConfigError as error:
         print(f"normexp-plot: error: {error}", file=sys.stderr)

@@ -206,26 +206,40 @@ def test_normexp_plot_writes_png_and_pdf_with_the_command(tiny_map, tmp_path):
     assert default_axes(load_runs(out), None, None) == ("optim.lr", "norm")  # what the map swept
 
 
-def _cli(tool, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(Path(sys.executable).parent / tool), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
-
-
-@pytest.mark.parametrize("tool, args, needle", [
-    ("normexp-lrmap", ["norm=none,bogus", "model=mlp"], "norm='bogus' is not valid: choose one of"),
-    ("normexp-lrmap", ["norm=none,batch", "--loss", "acc"], "--loss='acc' is not valid: choose one of"),
-    ("normexp-lrmap", ["optim.lr=0.1,1"], "optim.lr='0.1,1' is not valid: set by normexp-lrmap"),
-    ("normexp-lrmap", ["--resolution", "0.9"], "--resolution=0.9 is not valid: must be a factor above 1"),
-    ("normexp-plot", ["{map}", "--x", "nrm"], "--x='nrm' is not valid: not a column of the run table"),
-    ("normexp-plot", ["{map}", "--y", "acc"], "--y='acc' is not valid: choose one of"),
-    ("normexp-results", ["{map}", "--by", "norm,nrm"], "--by='nrm' is not valid: not a column"),
+@pytest.mark.parametrize("main, args, needle", [
+    (lrmap.main, ["norm=none,bogus", "model=mlp"], "norm='bogus' is not valid: choose one of"),
+    (lrmap.main, ["norm=none,batch", "--loss", "acc"], "--loss='acc' is not valid: choose one of"),
+    (lrmap.main, ["optim.lr=0.1,1"], "optim.lr='0.1,1' is not valid: set by normexp-lrmap"),
+    (lrmap.main, ["--resolution", "0.9"], "--resolution=0.9 is not valid: must be a factor above 1"),
+    (lrmap.main, ["--seeds", "0,a"], "--seeds='0,a' is not valid: comma-separated integers"),
+    ("plot", ["{map}", "--x", "nrm"], "--x='nrm' is not valid: not a column of the run table"),
+    ("plot", ["{map}", "--hue", "nrm"], "--hue='nrm' is not valid: not a column of the run table"),
+    ("plot", ["{map}", "--y", "acc"], "--y='acc' is not valid: choose one of"),
 ])
 @pytest.mark.slow
-def test_bad_input_is_one_line_and_exit_2(tiny_map, tool, args, needle):
-    result = _cli(tool, *(a.replace("{map}", str(tiny_map[0])) for a in args))
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.count("\n") == 1 and needle in result.stderr and f"{tool}: error:" in result.stderr
+def test_bad_input_is_a_one_line_error(tiny_map, main, args, needle):
+    from normexp.plots import plot_main
+
+    with pytest.raises(lrmap.ConfigError) as error:
+        (plot_main if main == "plot" else main)([a.replace("{map}", str(tiny_map[0])) for a in args])
+    assert needle in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_the_commands_exit_2_with_one_line(tiny_map, capsys):
+    from normexp.plots import cli as plot_cli
+    from normexp.results import cli as results_cli
+
+    assert results_cli([str(tiny_map[0]), "--by", "norm,nrm"]) == 2
+    assert capsys.readouterr().err.startswith("normexp-results: error: --by='nrm' is not valid: not a column")
+    with pytest.raises(SystemExit) as exit_:
+        plot_cli([str(tiny_map[0]), "--x", "nrm"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(Path(sys.executable).parent / "normexp-lrmap"), "norm=none,batch", "--loss",
+                             "acc"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2 and result.stderr == (
+        "normexp-lrmap: error: --loss='acc' is not valid: choose one of: test_loss, train_loss\n")
 
 
 def test_by_aggregation_matches_a_hand_computed_table():
@@ -251,3 +265,17 @@ def test_by_aggregation_matches_a_hand_computed_table():
     expected = (done.max() - done.min()).reset_index(name="spread")
     merged = got.merge(expected, on=["norm", "data.batch_size"])
     assert merged["test_acc_spread"].tolist() == pytest.approx(merged["spread"].tolist())
+
+
+def test_search_vs_dense_from_the_same_points():
+    cells = [MapCell((("norm", n),)) for n in ("none", "batch")]
+    edges = {"norm=none": 0.07, "norm=batch": 1.9}
+    grid = LrGrid(1e-3, 10.0, 1.25, 2)
+
+    def points_of(cell, lrs):
+        return oracle(edges[cell.name])[0](cell, lrs)
+
+    check = lrmap.search_vs_dense(LrMap(cells, [0], grid), points_of)
+    assert check["dense_runs"].tolist() == [42, 42] and (check["run_fraction"] <= 0.4).all()
+    assert check["agree"].all() and (check["edge_steps_apart"] == 0).all()
+    assert check["dense_edge"].tolist() == [max(v for v in grid.values if v < e) for e in edges.values()]

@@ -328,7 +328,7 @@ class MapRun:
 
 def lr_map(cells: list[MapCell], seeds: list[int], out: Path, fixed: list[str] = (), jobs: int = 1,
            grid: LrGrid | None = None, fraction: float = 0.5, loss: str = "train_loss", dense: bool = False,
-           log=print, command: str | None = None) -> tuple[pd.DataFrame, dict]:
+           log=print) -> tuple[pd.DataFrame, dict]:
     """Run (or read back) a map; returns (one row per cell, {name: matplotlib Figure}). The entry for
     experiment hooks; ``normexp-lrmap`` is this plus the range test and writing files."""
     lrmap = LrMap(cells, list(seeds), grid or LrGrid(), fraction, loss, dense)

@@ -561,8 +561,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="key=v1,v2 (a swept key: the cells are their cartesian "
                    "product) or key=value (the same in every cell)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds per (cell, lr) (default 0)")
-    p.add_argument("--lr-min", type=float, default=1e-3)
-    p.add_argument("--lr-max", type=float, default=10.0)
+    p.add_argument("--lr-min", type=float, default=1e-3, help="lowest lr of the grid (default 1e-3)")
+    p.add_argument("--lr-max", type=float, default=10.0, help="highest lr of the grid (default 10)")
     p.add_argument("--resolution", type=float, default=1.25,
                    help="grid factor (default 1.25): the edge is found to within it")
     p.add_argument("--points-per-decade", type=float, default=2.0, help="of the coarse scan (default 2)")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from normexp.errors import ConfigError, choices
 from normexp.records import CONFIG, META, SUMMARY, SUMMARY_KEYS, read_json, read_metrics
 
 SUMMARY_COLUMNS = list(SUMMARY_KEYS)
@@ -94,6 +95,39 @@ def swept_columns(table: pd.DataFrame) -> list[str]:
     return [k for k in keys if k in table and table[k].astype(str).nunique(dropna=False) > 1]
 
 
+def group_keys(table: pd.DataFrame, by: list[str] | None, option: str = "--by") -> list[str]:
+    """``by`` checked against the table's columns; None: every swept key but ``seed``."""
+    if by is None:
+        return [k for k in swept_columns(table) if k != "seed"]
+    for key in by:
+        if key not in table:
+            raise ConfigError(option, key, "not a column of the run table; " + choices(
+                [c for c in table.columns if c not in ("run_dir", "overrides", "error")]))
+    return list(by)
+
+
+def aggregate(table: pd.DataFrame, by: list[str], metrics=OUTCOME_COLUMNS, stats=("mean", "spread")
+              ) -> pd.DataFrame:
+    """One row per group of ``by``: ``runs``, how many ``completed`` and ``diverged`` (any other status, e.g.
+    ``failed`` or unfinished, is in ``runs`` only), and per metric ``<metric>_<stat>`` over the group's
+    completed runs for each of ``stats`` (``mean``, ``spread`` = max - min, ``min``, ``max``)."""
+    t = table.assign(completed=table["status"] == "completed", diverged=table["status"] == "diverged")
+    metrics = [m for m in metrics if m in t]
+    for m in metrics:
+        t[m] = pd.to_numeric(t[m], errors="coerce").where(t["completed"])
+    if not by:
+        t, by = t.assign(group="all"), ["group"]
+    functions = {"mean": "mean", "spread": _spread, "min": "min", "max": "max"}
+    columns = {f"{m}_{s}": (m, functions[s]) for m in metrics for s in stats}
+    out = t.groupby(by, sort=False, dropna=False).agg(
+        runs=("status", "size"), completed=("completed", "sum"), diverged=("diverged", "sum"), **columns)
+    return out.reset_index()
+
+
+def _spread(values: pd.Series) -> float:
+    return values.max() - values.min()
+
+
 def display_table(table: pd.DataFrame, root: Path) -> pd.DataFrame:
     columns = ["run_dir", *swept_columns(table), "status", "step", "train_loss", "test_acc",
                "steps_per_second"]
@@ -110,6 +144,9 @@ def cli(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="normexp-results", description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, help="a run dir, a multirun sweep dir or any folder of runs")
     parser.add_argument("--csv", type=Path, help="write the full table (every column) to this CSV file")
+    parser.add_argument("--by", nargs="?", const="", metavar="KEYS",
+                        help="aggregate seeds: one row per group of these comma-separated keys (mean, "
+                             "spread = max - min, counts); --by alone: every swept key but seed")
     args = parser.parse_args(argv)
     if not args.dir.exists():
         print(f"normexp-results: error: {args.dir} does not exist", file=sys.stderr)
@@ -118,13 +155,22 @@ def cli(argv=None) -> int:
     if table.empty:
         print(f"normexp-results: error: no runs (folders with {CONFIG}) under {args.dir}", file=sys.stderr)
         return 2
+    if args.by is not None:
+        try:
+            keys = group_keys(table, [k for k in args.by.split(",") if k] or None)
+        except ConfigError as error:
+            print(f"normexp-results: error: {error}", file=sys.stderr)
+            return 2
+        table = aggregate(table, keys)
+    shown = table if args.by is not None else display_table(table, args.dir)
     with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
                            "display.float_format", "{:.4g}".format):
-        print(display_table(table, args.dir).to_string(index=False))
+        print(shown.to_string(index=False))
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.csv, index=False)
-        print(f"wrote {len(table)} runs x {table.shape[1]} columns to {args.csv}")
+        print(f"wrote {len(table)} {'groups' if args.by is not None else 'runs'} x {table.shape[1]} columns "
+              f"to {args.csv}")
     return 0
 
 

@@ -25,7 +25,6 @@ import copy
 import itertools
 import math
 import shlex
-import shutil
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +36,9 @@ import torch
 
 from normexp.errors import ConfigError, choices
 from normexp.records import FINISHED, SUMMARY, read_json
+from normexp.reproduce.execute import execute
+from normexp.reproduce.plan import PlannedRun, Planner, start_over_stale
+from normexp.reproduce.spec import merge_overrides
 
 LOSS_KEYS = ("train_loss", "test_loss")
 SCORE_KEY = "test_acc"
@@ -256,13 +258,6 @@ def search_vs_dense(lrmap: LrMap, points_of) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- running a map (the reproduction executor)
 
-def _executor():
-    """The one place this module reaches into the reproduction pipeline's planner and executor."""
-    from normexp.reproduce import PlannedRun, Planner, execute, is_stale, merge_overrides
-
-    return Planner, PlannedRun, execute, is_stale, merge_overrides
-
-
 class MapFailed(RuntimeError):
     """A run of the map failed (raised an error): the map stops; rerunning it retries that run."""
 
@@ -279,14 +274,12 @@ class MapRun:
     ran: int = 0
 
     def __post_init__(self):
-        Planner, *_ = _executor()
         self.planner = Planner("lrmap", self.out, self.jobs)
         self._cells = {c.name: self._compose(c) for c in self.lrmap.cells}  # every cell checked up front
 
     def _compose(self, cell: MapCell):
         from normexp.config import validate
 
-        _, _, _, _, merge_overrides = _executor()
         overrides = merge_overrides(self.fixed, cell.overrides, self.planner.runtime_overrides())
         cfg, chosen = self.planner.compose(overrides)
         try:
@@ -299,7 +292,6 @@ class MapRun:
         return read_points(self.out, cell, lrs, self.lrmap.seeds)
 
     def planned(self, cell: MapCell, lr: float, seed: int):
-        _, PlannedRun, _, _, merge_overrides = _executor()
         overrides, cfg, chosen = self._cells[cell.name]
         run_cfg = cfg.copy()
         run_cfg.optim.lr, run_cfg.seed = lr, int(seed)
@@ -308,14 +300,10 @@ class MapRun:
                           run_dir(self.out, cell, lr, seed), run_cfg, chosen)
 
     def run(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        _, _, execute, is_stale, _ = _executor()
         while todo := self.lrmap.next_round(self.points_of):
             runs = [self.planned(c, lr, s) for c, lr in todo for s in self.lrmap.seeds]
-            runs = [r for r in runs if is_stale(r) or not r.finished]
-            for r in runs:
-                if is_stale(r):
-                    self.log(f"normexp-lrmap: {r.run_dir} was made from other overrides; starting it over")
-                    shutil.rmtree(r.run_dir)
+            runs = [r for r in runs if r.stale or not r.finished]
+            start_over_stale(runs, lambda text: self.log(f"normexp-lrmap: {text}"))
             self.log(f"normexp-lrmap: {len(runs)} runs ({len(todo)} cell-lr points)")
             summaries = execute(runs, self.jobs, log=self.log)
             self.ran += len(runs)

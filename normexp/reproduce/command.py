@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from normexp.errors import ConfigError, choices
 
 from .evaluate import code_version, write_experiment
 from .execute import execute
-from .plan import Context, Planner, plan_experiment
+from .plan import Context, Planner, plan_experiment, start_over_stale
 from .report import write_report
 from .spec import discover, load_specs, select, suite_profiles
 from .tables import LazyRuns, run_table
@@ -86,10 +85,7 @@ def run_stages(experiments, planner: Planner, args) -> tuple[dict, set[Path]]:
                 if r.run_dir not in attempted and (r.stale or not r.finished)]
         if not todo:
             return plans, attempted
-        for r in todo:
-            if r.stale:
-                print(f"normexp-reproduce: {r.run_dir} was made from other overrides; starting it over")
-                shutil.rmtree(r.run_dir)
+        start_over_stale(todo, lambda text: print(f"normexp-reproduce: {text}"))
         print(f"normexp-reproduce: {len(todo)} runs to do ({args.profile}, {args.jobs} jobs)", flush=True)
         execute(todo, args.jobs, log=lambda s: print(s, flush=True))
         attempted |= {r.run_dir for r in todo}

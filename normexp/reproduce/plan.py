@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,14 @@ def cadence_fraction(override: str) -> float | None:
     except ValueError:
         return None
     return v if 0 < v < 1 else None
+
+
+def start_over_stale(runs: list[PlannedRun], log) -> None:
+    """Remove the run dirs made from other overrides than planned, so that they start over."""
+    for r in runs:
+        if r.stale:
+            log(f"{r.run_dir} was made from other overrides; starting it over")
+            shutil.rmtree(r.run_dir)
 
 
 class Planner:

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from normexp import __version__, distributed
 from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normexp.checkpoint import save_weights as save_model_weights
-from normexp.config import CONFIG_DIR, check_jobs, new_run_stamp, resolve_device, total_steps, validate
+from normexp.config import (CONFIG_DIR, check_jobs, compose, expand_sweep, job_overrides, new_run_stamp,
+                            resolve_device, total_steps, validate)
 from normexp.data import build_data
 from normexp.errors import ConfigError
 from normexp.loggers import build_trackers
@@ -40,6 +41,7 @@ from normexp.norms import NormSpec, recompute_population_stats
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
+from normexp.sweep import RESUME_MAY_CHANGE, check_launcher, flat
 from normexp.workers import start_warm_workers_early
 
 
@@ -160,25 +162,12 @@ def git_commit() -> str | None:
         return None
 
 
-# Keys that may change when a run dir is resumed: they do not change what is computed.
-RESUME_MAY_CHANGE = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
-                     "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
-                     "data.workers")
-
-
-def _flat(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    flat = {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return flat or {prefix: {}}
-
-
 def check_same_run(cfg: DictConfig, record: RunRecord) -> None:
     """Continuing a run dir (or returning its finished summary) is right only for the config that made it."""
     if record.config_yaml is None:
         return
-    old = _flat(OmegaConf.to_container(OmegaConf.create(record.config_yaml)))
-    new = _flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
+    old = flat(OmegaConf.to_container(OmegaConf.create(record.config_yaml)))
+    new = flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
     for key in sorted(set(old) | set(new)):
         if not key.startswith(RESUME_MAY_CHANGE) and old.get(key, "<absent>") != new.get(key, "<absent>"):
             raise ConfigError(key.rstrip("."), new.get(key), f"{record.dir} holds a run with {old.get(key)!r}"
@@ -449,6 +438,7 @@ def cli() -> None:
     if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
         try:
             if args.multirun:
+                check_launcher(compose(expand_sweep(job_overrides(args.overrides))[0], return_hydra_config=True))
                 start_warm_workers_early(args.overrides)
             check_jobs(args.overrides, args.multirun)
         except ConfigError as error:

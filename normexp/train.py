@@ -421,6 +421,8 @@ def main(cfg: DictConfig):
         _discard_unstarted(run_dir)
         _exit_config_error(error)
     acc = summary.get("test_acc")
+    if distributed.rank() != 0:
+        return acc
     print(f"normexp-train: {summary['status']} at step {summary['step']}"
           + (f" (loss bad from step {summary['diverged_step']})" if summary["status"] == "diverged" else "")
           + (f", test acc {acc:.4f}" if isinstance(acc, float) and math.isfinite(acc) else "")
@@ -432,7 +434,14 @@ def cli() -> None:
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(sys.argv[1:])
-    os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
+    world = distributed.torchrun_world()
+    try:
+        if world:
+            _join_torchrun(args, world)
+        else:
+            os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
+    except ConfigError as error:
+        _exit_config_error(error)
     # Another primary config (--config-name/--config-path/--config-dir) is checked inside each job instead.
     other_config = args.config_name or args.config_path or args.config_dir
     if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
@@ -443,7 +452,28 @@ def cli() -> None:
             check_jobs(args.overrides, args.multirun)
         except ConfigError as error:
             _exit_config_error(error)
-    main()
+    try:
+        main()
+    finally:
+        if world:
+            torch.distributed.destroy_process_group()
+
+
+def _join_torchrun(args, world: int) -> None:
+    """Under ``torchrun --nproc_per_node=N`` every process runs this command line: together they make one run
+    with ``train.world_size=N``, in process 0's run dir, where only process 0's Hydra writes its files."""
+    if args.multirun:
+        raise ConfigError("--multirun", True, "under torchrun run one job; sweep with a launcher instead")
+    given = [o.partition("=")[2] for o in args.overrides if o.partition("=")[0] == "train.world_size"]
+    if given and given[-1] != str(world):
+        raise ConfigError("train.world_size", given[-1], f"torchrun started {world} processes")
+    distributed.join_torchrun()
+    os.environ["NORMEXP_RUN_STAMP"] = distributed.from_rank0(new_run_stamp())
+    extra = [f"train.world_size={world}"]
+    if distributed.rank() != 0:
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    sys.argv += extra
+    args.overrides += extra
 
 
 if __name__ == "__main__":

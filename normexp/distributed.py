@@ -4,10 +4,11 @@ DDP gradients.
 ``launch`` spawns the processes for ``train.world_size``; under ``torchrun --nproc_per_node=N`` the processes
 exist already and ``join_torchrun`` joins the group from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; normexp-train then sets ``train.world_size=N``). Either way
-each process is in a process group (gloo on CPU, nccl on GPUs) and runs the same ``normexp.train.run``. Every process draws the same global batch (the order is a function of seed and step)
-and trains on its slice, so ``data.batch_size`` is the global batch. BN layers see their own slice, as on
-unsynchronized devices; ``norm=sync_batch`` computes statistics over all of them. Process 0 writes the
-records, evaluates and checkpoints; training losses are averaged over processes before they are logged.
+each process is in a process group (gloo on CPU, nccl on GPUs) and runs the same ``normexp.train.run``.
+Every process draws the same global batch (the order is a function of seed and step) and trains on its
+slice, so ``data.batch_size`` is the global batch. BN layers see their own slice, as on unsynchronized
+devices; ``norm=sync_batch`` computes statistics over all of them. Process 0 writes the records, evaluates and
+checkpoints; training losses are averaged over processes before they are logged.
 """
 
 from __future__ import annotations

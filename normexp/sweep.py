@@ -81,7 +81,8 @@ class SkipFinished:
         if done:
             log.info(f"normexp: {len(done)} of {len(job_overrides)} jobs already finished in "
                      f"{self.config.hydra.sweep.dir}; launching {len(todo)}")
-        launched = iter(self.launcher.launch([job_overrides[i] for i in todo], initial_job_idx) if todo else [])
+        todo_overrides = [job_overrides[i] for i in todo]
+        launched = iter(self.launcher.launch(todo_overrides, initial_job_idx) if todo else [])
         return [done[i] if i in done else next(launched) for i in range(len(job_overrides))]
 
 

@@ -31,8 +31,17 @@ from tqdm.auto import tqdm
 from normexp import __version__, distributed
 from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normexp.checkpoint import save_weights as save_model_weights
-from normexp.config import (CONFIG_DIR, check_jobs, compose, expand_sweep, job_overrides, new_run_stamp,
-                            resolve_device, total_steps, validate)
+from normexp.config import (
+    CONFIG_DIR,
+    check_jobs,
+    compose,
+    expand_sweep,
+    job_overrides,
+    new_run_stamp,
+    resolve_device,
+    total_steps,
+    validate,
+)
 from normexp.data import build_data
 from normexp.errors import ConfigError
 from normexp.loggers import build_trackers
@@ -42,7 +51,7 @@ from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
 from normexp.sweep import RESUME_MAY_CHANGE, check_launcher, flat
-from normexp.workers import start_warm_workers_early
+from normexp.workers import pinned_device, start_warm_workers_early
 
 
 def make_loss(task: str):
@@ -190,10 +199,14 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
         return record.summary
     checkpoint = load_checkpoint(record.dir) if cfg.train.resume else None
 
-    device = resolve_device(cfg.device)
+    device, pinned = resolve_device(cfg.device), None if distributed.active() else pinned_device()
+    if pinned and device.type == "cuda":  # launcher=parallel: this worker's own GPU
+        device = torch.device(pinned)
+        torch.cuda.set_device(device)
     configure_torch(cfg)
     meta = {"normexp_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-            "device": str(device), "host": platform.node(), "python": platform.python_version(),
+            "device": str(device), "pinned_device": pinned, "host": platform.node(), "pid": os.getpid(),
+            "python": platform.python_version(),
             "choices": {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")},
             "overrides": overrides or [], "command": " ".join(sys.argv),
             "deterministic_requested": bool(cfg.train.deterministic),
@@ -447,7 +460,8 @@ def cli() -> None:
     if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
         try:
             if args.multirun:
-                check_launcher(compose(expand_sweep(job_overrides(args.overrides))[0], return_hydra_config=True))
+                first_job = expand_sweep(job_overrides(args.overrides))[0]
+                check_launcher(compose(first_job, return_hydra_config=True))
                 start_warm_workers_early(args.overrides)
             check_jobs(args.overrides, args.multirun)
         except ConfigError as error:

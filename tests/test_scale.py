@@ -1,7 +1,7 @@
-"""Sweeps on several launchers, resumed by config; the Slurm ones on a real one-node cluster (slurm_cluster.py).
+"""Sweeps on several launchers, resumed by config; Slurm's on a real one-node cluster (slurm_cluster.py).
 
-A 12-job sweep runs to the end, is left as an interrupted sweep leaves it (two jobs killed mid-run: metrics but
-no summary; one failed), and the same command again launches only those three; the same sweep with a seed
+A 12-job sweep runs to the end, is left as an interrupted sweep leaves it (two jobs killed mid-run: metrics
+but no summary; one failed), and the same command again launches only those three; the same sweep with a seed
 added and its values reordered launches only the two new jobs and leaves the twelve folders as they were.
 The re-run jobs end with the numbers their first run had (same config and seed on CPU: bit-identical)."""
 
@@ -55,15 +55,16 @@ def launched(before: dict, after: dict) -> set:
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_a_sweep_reruns_only_its_missing_jobs_and_reuses_finished_ones(launcher, tmp_path, request):
-    env = {}
+    env = {"NORMEXP_FAKE_DEVICES": "2"}  # the parallel launcher's workers take one "GPU" each
     if launcher == "slurm":
-        env = request.getfixturevalue("slurm_cluster").env
+        env.update(request.getfixturevalue("slurm_cluster").env)
     norms, seeds = ["batch", "group"], list(range(6))
     sweep(tmp_path, launcher, norms, seeds, env)
     first = jobs(tmp_path)
     assert sorted(first) == sorted((n, s) for n in norms for s in seeds)
     assert all(summary["status"] == "completed" for _, summary, _ in first.values())
     assert len({run_dir for run_dir, _, _ in first.values()}) == 12
+    check_pinned_devices([read_json(run_dir / "meta.json") for run_dir, _, _ in first.values()], launcher)
 
     killed, failed = [("batch", 2), ("group", 5)], ("group", 0)
     for key in killed:
@@ -83,6 +84,19 @@ def test_a_sweep_reruns_only_its_missing_jobs_and_reuses_finished_ones(launcher,
     assert launched(rerun, added) == {("batch", 6), ("group", 6)}
     assert all(added[k][:2] == rerun[k][:2] for k in rerun)
     assert all(summary["status"] == "completed" for _, summary, _ in added.values())
+
+
+def check_pinned_devices(metas: list[dict], launcher: str) -> None:
+    """With launcher=parallel each worker process ran all its jobs on its own device, and the two workers
+    used both devices; other launchers pin nothing."""
+    if launcher != "parallel":
+        assert all(m["pinned_device"] is None for m in metas)
+        return
+    by_worker = {}
+    for m in metas:
+        by_worker.setdefault(m["pid"], set()).add(m["pinned_device"])
+    assert all(len(devices) == 1 for devices in by_worker.values())
+    assert sorted(d for devices in by_worker.values() for d in devices) == ["cuda:0", "cuda:1"]
 
 
 def test_launcher_slurm_without_slurm_stops_with_one_line(tmp_path):

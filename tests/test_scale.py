@@ -108,3 +108,28 @@ def test_launcher_slurm_without_slurm_stops_with_one_line(tmp_path):
         "normexp-train: error: launcher='slurm' is not valid: Slurm's sbatch is not on this machine's PATH; "
         "choose one of: basic, parallel, submitit_local (or run from a Slurm login node)"]
     assert not any(tmp_path.iterdir())
+
+
+def test_wandb_runs_of_a_sweep_share_its_group(compose, tmp_path, monkeypatch):
+    import types
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from normexp.config import compose as compose_with_hydra
+    from normexp.loggers import WandbLogger
+
+    calls = []
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: calls.append(kw)))
+    cfg = compose(["logger=wandb"])
+    hydra_cfg = compose_with_hydra(["logger=wandb"], return_hydra_config=True)
+    try:
+        for mode, sweep_dir in [(RunMode.MULTIRUN, tmp_path / "sweep"), (RunMode.RUN, tmp_path / "sweep")]:
+            job = OmegaConf.merge(hydra_cfg, {"hydra": {"mode": mode.name, "sweep": {"dir": str(sweep_dir)}}})
+            HydraConfig.instance().set_config(job)
+            WandbLogger(cfg, tmp_path / "run", "a")
+        WandbLogger(compose(["logger=wandb", "logger.group=mine"]), tmp_path / "run", "b")
+    finally:
+        HydraConfig.instance().cfg = None
+    assert [c["group"] for c in calls] == [str((tmp_path / "sweep").resolve()), None, "mine"]

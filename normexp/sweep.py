@@ -68,6 +68,8 @@ class SkipFinished:
     def launch(self, job_overrides, initial_job_idx: int):
         from hydra.core.utils import JobReturn, JobStatus
 
+        if not Path(str(self.config.hydra.sweep.dir)).exists():  # a new sweep: nothing to look up
+            return self.launcher.launch(job_overrides, initial_job_idx)
         todo, done = [], {}
         for i, overrides in enumerate(job_overrides):
             sweep_config = self.config_loader.load_sweep_config(self.config, list(overrides))

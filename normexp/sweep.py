@@ -68,8 +68,9 @@ class SkipFinished:
     def launch(self, job_overrides, initial_job_idx: int):
         from hydra.core.utils import JobReturn, JobStatus
 
-        if not Path(str(self.config.hydra.sweep.dir)).exists():  # a new sweep: nothing to look up
-            return self.launcher.launch(job_overrides, initial_job_idx)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        if not any(p.is_dir() and not p.name.startswith(".") for p in sweep_dir.iterdir()):
+            return self.launcher.launch(job_overrides, initial_job_idx)  # a new sweep: no job folder yet
         todo, done = [], {}
         for i, overrides in enumerate(job_overrides):
             sweep_config = self.config_loader.load_sweep_config(self.config, list(overrides))
@@ -82,7 +83,7 @@ class SkipFinished:
                 todo.append(i)
         if done:
             log.info(f"normexp: {len(done)} of {len(job_overrides)} jobs already finished in "
-                     f"{self.config.hydra.sweep.dir}; launching {len(todo)}")
+                     f"{sweep_dir}; launching {len(todo)}")
         todo_overrides = [job_overrides[i] for i in todo]
         launched = iter(self.launcher.launch(todo_overrides, initial_job_idx) if todo else [])
         return [done[i] if i in done else next(launched) for i in range(len(job_overrides))]

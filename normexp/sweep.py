@@ -68,25 +68,22 @@ class SkipFinished:
     def launch(self, job_overrides, initial_job_idx: int):
         from hydra.core.utils import JobReturn, JobStatus
 
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        if not any(p.is_dir() and not p.name.startswith(".") for p in sweep_dir.iterdir()):
-            return self.launcher.launch(job_overrides, initial_job_idx)  # a new sweep: no job folder yet
-        todo, done = [], {}
+        first_of_dir, same_as, finished = {}, {}, {}
         for i, overrides in enumerate(job_overrides):
-            sweep_config = self.config_loader.load_sweep_config(self.config, list(overrides))
-            run_dir = job_dir(sweep_config)
+            run_dir = job_dir(self.config_loader.load_sweep_config(self.config, list(overrides)))
             summary = read_json(run_dir / SUMMARY) or {}
             if summary.get("status") in FINISHED:
-                done[i] = JobReturn(overrides=list(overrides), _return_value=summary.get("test_acc"),
-                                    working_dir=str(run_dir), status=JobStatus.COMPLETED)
-            else:
-                todo.append(i)
-        if done:
-            log.info(f"normexp: {len(done)} of {len(job_overrides)} jobs already finished in "
-                     f"{sweep_dir}; launching {len(todo)}")
-        todo_overrides = [job_overrides[i] for i in todo]
-        launched = iter(self.launcher.launch(todo_overrides, initial_job_idx) if todo else [])
-        return [done[i] if i in done else next(launched) for i in range(len(job_overrides))]
+                finished[i] = JobReturn(overrides=list(overrides), _return_value=summary.get("test_acc"),
+                                        working_dir=str(run_dir), status=JobStatus.COMPLETED)
+            else:  # jobs that differ only in RESUME_MAY_CHANGE keys share a folder: the first one runs
+                same_as[i] = first_of_dir.setdefault(run_dir, i)
+        todo = sorted(set(same_as.values()))
+        if len(todo) < len(job_overrides):
+            log.info(f"normexp: {len(finished)} of {len(job_overrides)} jobs already finished in "
+                     f"{self.config.hydra.sweep.dir}; launching {len(todo)}")
+        launched = self.launcher.launch([job_overrides[i] for i in todo], initial_job_idx) if todo else []
+        results = dict(zip(todo, launched, strict=True))
+        return [finished[i] if i in finished else results[same_as[i]] for i in range(len(job_overrides))]
 
 
 def check_launcher(hydra_config: DictConfig) -> None:

@@ -133,3 +133,13 @@ def test_wandb_runs_of_a_sweep_share_its_group(compose, tmp_path, monkeypatch):
     finally:
         HydraConfig.instance().cfg = None
     assert [c["group"] for c in calls] == [str((tmp_path / "sweep").resolve()), None, "mine"]
+
+
+@pytest.mark.slow
+def test_jobs_that_differ_only_in_keys_that_change_nothing_computed_run_once(tmp_path):
+    """train.threads does not change what is computed: both jobs name the same folder, and one runs."""
+    out = subprocess.run([TRAIN, "-m", *JOB, "seed=3", "train.threads=1,2", f"hydra.sweep.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "0 of 2 jobs already finished" in out.stdout + out.stderr
+    assert len(list(tmp_path.glob("*/summary.json"))) == 1

@@ -1,10 +1,14 @@
-"""Multi-process data-parallel training (``train.world_size > 1``): one process per device, DDP gradients.
+"""Multi-process data-parallel training (``train.world_size > 1``, or ``torchrun``): one process per device,
+DDP gradients.
 
-``launch`` spawns the processes; each joins a process group (gloo on CPU, nccl on GPUs) and runs the same
-``normexp.train.run``. Every process draws the same global batch (the order is a function of seed and step)
-and trains on its slice, so ``data.batch_size`` is the global batch. BN layers see their own slice, as on
-unsynchronized devices; ``norm=sync_batch`` computes statistics over all of them. Process 0 writes the
-records, evaluates and checkpoints; training losses are averaged over processes before they are logged.
+``launch`` spawns the processes for ``train.world_size``; under ``torchrun --nproc_per_node=N`` the processes
+exist already and ``join_torchrun`` joins the group from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; normexp-train then sets ``train.world_size=N``). Either way
+each process is in a process group (gloo on CPU, nccl on GPUs) and runs the same ``normexp.train.run``.
+Every process draws the same global batch (the order is a function of seed and step) and trains on its
+slice, so ``data.batch_size`` is the global batch. BN layers see their own slice, as on unsynchronized
+devices; ``norm=sync_batch`` computes statistics over all of them. Process 0 writes the records, evaluates and
+checkpoints; training losses are averaged over processes before they are logged.
 """
 
 from __future__ import annotations
@@ -51,6 +55,27 @@ def first_over_processes(step: int, device: torch.device) -> int:
     t = torch.tensor(big if step < 0 else step, dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return -1 if t.item() == big else int(t.item())
+
+
+def torchrun_world() -> int:
+    """The number of processes torchrun (torch.distributed.run) started; 0 when not started by it."""
+    return int(os.environ["WORLD_SIZE"]) if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ else 0
+
+
+def join_torchrun() -> None:
+    """Join torchrun's process group (``env://``): gloo for CPU tensors, and NCCL for CUDA ones with this
+    process's device (its ``LOCAL_RANK``) when there are GPUs."""
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+
+
+def from_rank0(value):
+    """Process 0's ``value`` in every process (a picklable object)."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _free_port() -> int:

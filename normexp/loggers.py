@@ -25,7 +25,8 @@ class WandbLogger:
             lcfg = cfg.logger
             os.environ.setdefault("WANDB_SILENT", "true")
             self.run = wandb.init(
-                project=lcfg.get("project", "normexp"), entity=lcfg.get("entity"), group=lcfg.get("group"),
+                project=lcfg.get("project", "normexp"), entity=lcfg.get("entity"),
+                group=lcfg.get("group") or sweep_group(),
                 tags=list(lcfg.get("tags") or []), name=run_name, mode=lcfg.get("mode", "offline"),
                 dir=str(run_dir), config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous",
             )
@@ -56,6 +57,16 @@ class WandbLogger:
             self.run.finish(exit_code=0 if summary.get("status") != "failed" else 1)
         except Exception as e:  # noqa: BLE001
             self._disable(e)
+
+
+def sweep_group() -> str | None:
+    """The sweep dir of the Hydra multirun this job belongs to: the runs of one sweep share a wandb group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return str(Path(HydraConfig.get().sweep.dir).resolve())
 
 
 def build_trackers(cfg, run_dir: Path, run_name: str) -> list:

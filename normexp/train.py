@@ -31,7 +31,17 @@ from tqdm.auto import tqdm
 from normexp import __version__, distributed
 from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normexp.checkpoint import save_weights as save_model_weights
-from normexp.config import CONFIG_DIR, check_jobs, new_run_stamp, resolve_device, total_steps, validate
+from normexp.config import (
+    CONFIG_DIR,
+    check_jobs,
+    compose,
+    expand_sweep,
+    job_overrides,
+    new_run_stamp,
+    resolve_device,
+    total_steps,
+    validate,
+)
 from normexp.data import build_data
 from normexp.errors import ConfigError
 from normexp.loggers import build_trackers
@@ -40,7 +50,8 @@ from normexp.norms import NormSpec, population_batches, recompute_population_sta
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
-from normexp.workers import start_warm_workers_early
+from normexp.sweep import RESUME_MAY_CHANGE, check_launcher, flat
+from normexp.workers import pinned_device, start_warm_workers_early
 
 
 def make_loss(task: str):
@@ -160,25 +171,12 @@ def git_commit() -> str | None:
         return None
 
 
-# Keys that may change when a run dir is resumed: they do not change what is computed.
-RESUME_MAY_CHANGE = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
-                     "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
-                     "data.workers")
-
-
-def _flat(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    flat = {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
-    return flat or {prefix: {}}
-
-
 def check_same_run(cfg: DictConfig, record: RunRecord) -> None:
     """Continuing a run dir (or returning its finished summary) is right only for the config that made it."""
     if record.config_yaml is None:
         return
-    old = _flat(OmegaConf.to_container(OmegaConf.create(record.config_yaml)))
-    new = _flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
+    old = flat(OmegaConf.to_container(OmegaConf.create(record.config_yaml)))
+    new = flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
     for key in sorted(set(old) | set(new)):
         if not key.startswith(RESUME_MAY_CHANGE) and old.get(key, "<absent>") != new.get(key, "<absent>"):
             raise ConfigError(key.rstrip("."), new.get(key), f"{record.dir} holds a run with {old.get(key)!r}"
@@ -201,10 +199,14 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
         return record.summary
     checkpoint = load_checkpoint(record.dir) if cfg.train.resume else None
 
-    device = resolve_device(cfg.device)
+    device, pinned = resolve_device(cfg.device), None if distributed.active() else pinned_device()
+    if pinned and device.type == "cuda":  # launcher=parallel: this worker's own GPU
+        device = torch.device(pinned)
+        torch.cuda.set_device(device)
     configure_torch(cfg)
     meta = {"normexp_version": __version__, "git_commit": git_commit(), "torch_version": torch.__version__,
-            "device": str(device), "host": platform.node(), "python": platform.python_version(),
+            "device": str(device), "pinned_device": pinned, "host": platform.node(), "pid": os.getpid(),
+            "python": platform.python_version(),
             "choices": {k: v for k, v in (choices or {}).items() if not k.startswith("hydra/")},
             "overrides": overrides or [], "command": " ".join(sys.argv),
             "deterministic_requested": bool(cfg.train.deterministic),
@@ -431,6 +433,8 @@ def main(cfg: DictConfig):
         _discard_unstarted(run_dir)
         _exit_config_error(error)
     acc = summary.get("test_acc")
+    if distributed.rank() != 0:
+        return acc
     print(f"normexp-train: {summary['status']} at step {summary['step']}"
           + (f" (loss bad from step {summary['diverged_step']})" if summary["status"] == "diverged" else "")
           + (f", test acc {acc:.4f}" if isinstance(acc, float) and math.isfinite(acc) else "")
@@ -442,17 +446,47 @@ def cli() -> None:
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(sys.argv[1:])
-    os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
+    world = distributed.torchrun_world()
+    try:
+        if world:
+            _join_torchrun(args, world)
+        else:
+            os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
+    except ConfigError as error:
+        _exit_config_error(error)
     # Another primary config (--config-name/--config-path/--config-dir) is checked inside each job instead.
     other_config = args.config_name or args.config_path or args.config_dir
     if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
         try:
             if args.multirun:
+                first_job = expand_sweep(job_overrides(args.overrides))[0]
+                check_launcher(compose(first_job, return_hydra_config=True))
                 start_warm_workers_early(args.overrides)
             check_jobs(args.overrides, args.multirun)
         except ConfigError as error:
             _exit_config_error(error)
-    main()
+    try:
+        main()
+    finally:
+        if world:
+            torch.distributed.destroy_process_group()
+
+
+def _join_torchrun(args, world: int) -> None:
+    """Under ``torchrun --nproc_per_node=N`` every process runs this command line: together they make one run
+    with ``train.world_size=N``, in process 0's run dir, where only process 0's Hydra writes its files."""
+    if args.multirun:
+        raise ConfigError("--multirun", True, "under torchrun run one job; sweep with a launcher instead")
+    given = [o.partition("=")[2] for o in args.overrides if o.partition("=")[0] == "train.world_size"]
+    if given and given[-1] != str(world):
+        raise ConfigError("train.world_size", given[-1], f"torchrun started {world} processes")
+    distributed.join_torchrun()
+    os.environ["NORMEXP_RUN_STAMP"] = distributed.from_rank0(new_run_stamp())
+    extra = [f"train.world_size={world}"]
+    if distributed.rank() != 0:
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    sys.argv += extra
+    args.overrides += extra
 
 
 if __name__ == "__main__":

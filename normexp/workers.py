@@ -57,3 +57,41 @@ class WarmWorkers(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         use_warm_workers()
+
+
+# ---------------------------------------------------------------- one device per worker
+
+SLOTS_ENV = "NORMEXP_DEVICE_SLOTS"  # a folder of slot locks; launcher=parallel sets it (hydra.job.env_set)
+FAKE_DEVICES_ENV = "NORMEXP_FAKE_DEVICES"  # tests on CPU: the number of GPUs to spread the workers over
+_held_slot: tuple[int, object] | None = None  # (slot, its open lock file) for this process's lifetime
+
+
+def pinned_device() -> str | None:
+    """``cuda:<i>`` for every job of this parallel-launcher worker, so that N workers on N GPUs use one each
+    (None outside that launcher or without GPUs). A worker takes the lowest slot nobody holds: an exclusive
+    ``flock`` on ``<slots folder>/<slot>``, released by the kernel when the worker ends; slot k is GPU k
+    modulo the GPU count."""
+    global _held_slot
+    folder = os.environ.get(SLOTS_ENV)
+    if not folder:
+        return None
+    import torch
+
+    count = int(os.environ.get(FAKE_DEVICES_ENV) or 0) or torch.cuda.device_count()
+    if count == 0:
+        return None
+    if _held_slot is None:
+        import fcntl
+        import itertools
+
+        os.makedirs(folder, exist_ok=True)
+        for slot in itertools.count():
+            lock = open(os.path.join(folder, str(slot)), "a")  # noqa: SIM115 - held until the process ends
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            _held_slot = (slot, lock)
+            break
+    return f"cuda:{_held_slot[0] % count}"

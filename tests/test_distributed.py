@@ -5,10 +5,15 @@ must compute the same thing: DDP averages gradients over the processes' slices o
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+import yaml
+from conftest import SMOKE
 
 from normexp.errors import ConfigError
-from normexp.records import read_metrics
+from normexp.records import read_json, read_metrics
 from normexp.train import run
 
 BASE = ["model=mlp", "data.batch_size=32", "train.steps=20", "train.log_every=5", "train.eval_every=0",
@@ -44,3 +49,24 @@ def test_bad_multi_process_configs(compose, overrides, key):
     with pytest.raises(ConfigError) as err:
         validate(compose(["model=mlp", *overrides]))
     assert err.value.key == key
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_one_run_that_matches_one_process_on_the_global_batch(compose, tmp_path):
+    """``torchrun --nproc_per_node=2`` (torch.distributed.run, gloo): one run dir with one set of records, and
+    sync_batch over the two processes trains as one process with batch norm on the global batch."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "normexp.train", *SMOKE, *BASE, "norm=sync_batch"]
+    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dirs = [p.parent for p in tmp_path.glob("outputs/*/*/config.yaml")]
+    assert len(run_dirs) == 1 and len(list(tmp_path.glob("outputs/*/*"))) == 1
+    run_dir = run_dirs[0]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["world_size"] == 2
+    assert [(r["step"], r["split"]) for r in read_metrics(run_dir)] == [
+        (5, "train"), (10, "train"), (15, "train"), (20, "train"), (20, "test")]
+    assert out.stdout.count("normexp-train: completed") == 1
+
+    one = run(compose([*BASE, "norm=batch"]), tmp_path / "one")
+    assert read_json(run_dir / "summary.json")["status"] == one["status"] == "completed"
+    assert _train_losses(run_dir) == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)

@@ -304,7 +304,11 @@ def test_a_sweep_goes_on_past_a_diverging_job_and_the_table_says_diverged(tmp_pa
     command = cli_command("-m", *FAST, "optim.lr=0.01,1e6", f"hydra.sweep.dir={sweep_dir}")
     done = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert [read_json(sweep_dir / str(i) / SUMMARY)["status"] for i in (0, 1)] == ["completed", "diverged"]
+    # job folders are named by their config (normexp/sweep.py): find each job by its learning rate
+    lr = {p.parent: next(o for o in read_json(p)["overrides"] if o.startswith("optim.lr="))
+          for p in sweep_dir.glob("*/meta.json")}
+    small, large = sorted(lr, key=lambda d: float(lr[d].partition("=")[2]))
+    assert [read_json(d / SUMMARY)["status"] for d in (small, large)] == ["completed", "diverged"]
     assert "diverged at step 5 (loss bad from step 1)" in done.stdout
 
     # the same sweep again into the same folder: finished jobs (diverged ones too) are left as they are
@@ -313,13 +317,14 @@ def test_a_sweep_goes_on_past_a_diverging_job_and_the_table_says_diverged(tmp_pa
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.read_bytes() for p in files} == files
 
-    table = results.load_runs(sweep_dir)
+    table = results.load_runs(sweep_dir).sort_values("optim.lr").reset_index(drop=True)
     assert table["status"].tolist() == ["completed", "diverged"]
     assert math.isnan(table["test_acc"][1]) and table["diverged_step"][1] >= 0
     assert results.cli([str(sweep_dir)]) == 0
-    header, completed, diverged = capsys.readouterr().out.splitlines()
+    header, *rows = capsys.readouterr().out.splitlines()
+    completed, diverged = sorted(rows, key=lambda row: float(row.split()[1]))
     assert header.split()[:6] == ["run_dir", "optim.lr", "status", "step", "train_loss", "test_acc"]
-    assert diverged.split()[:6] == ["1", "1e+06", "diverged", "5", "diverged", "diverged"]
+    assert diverged.split()[:6] == [large.name, "1e+06", "diverged", "5", "diverged", "diverged"]
     assert completed.split()[2] == "completed" and 0 <= float(completed.split()[5]) <= 1
 
 

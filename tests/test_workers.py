@@ -94,6 +94,9 @@ def test_a_parallel_sweep_gives_the_sequential_sweeps_numbers(tmp_path):
                                f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=tmp_path,
                               timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
-        metrics[launcher] = [read_metrics(sweep / str(i)) for i in (0, 1)]
+        seeds = {d: json.loads((d / "meta.json").read_text())["overrides"] for d in sweep.glob("*/")
+                 if (d / "meta.json").exists()}  # job folders are named by config: find them by seed
+        by_seed = {next(o for o in overrides if o.startswith("seed=")): d for d, overrides in seeds.items()}
+        metrics[launcher] = [read_metrics(by_seed[f"seed={i}"]) for i in (0, 1)]
     assert metrics["parallel"] == metrics["basic"]
     assert metrics["basic"][0] != metrics["basic"][1]  # the seeds differ: equal lists are not trivially equal

@@ -22,8 +22,9 @@ def hvp(grads, params, v) -> tuple[torch.Tensor, ...]:
 
 def power_iteration(grads, params, tol: float, max_iter: int, seed: int = 0) -> tuple[float, int]:
     """The dominant (largest magnitude, signed) eigenvalue of the Hessian d(grads)/d(params) by power
-    iteration from a fixed Gaussian start. Stops when ||H v - lambda v|| <= tol |lambda| for the unit iterate v
-    and its Rayleigh quotient lambda, or after ``max_iter`` products. Returns (eigenvalue, products used)."""
+    iteration from a fixed Gaussian start. Stops when ||H v - lambda v|| <= tol |lambda| for the unit
+    iterate v and its Rayleigh quotient lambda, or after ``max_iter`` products. Returns (eigenvalue,
+    products used)."""
     gen = torch.Generator().manual_seed(seed)
     v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
     scale = math.sqrt(dot(v, v))

@@ -66,6 +66,7 @@ def test_quadratic_top_k_trace_and_quadrature():
         assert np.min(np.abs(theta[:, None] - dense[None, :]), axis=1).max() < 1e-8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bn", ["train", "eval"])
 def test_tiny_net_against_the_dense_hessian(bn):
     net = model("mlp", "batch", in_shape=(3,), num_classes=3, widths=[4], activation="tanh").double()

@@ -126,7 +126,7 @@ def test_stopped_surface_resumes_to_the_same_values(tmp_path, bn):
     whole = surface_for_model(net, folder=tmp_path / "whole", **common)
     assert surface_for_model(net, folder=tmp_path / "cut", max_points=5, **common) is None
     with open(tmp_path / "cut" / POINTS, "a") as f:
-        f.write("1,2,0.1,")  # a line torn by the kill
+        f.write("1,2,-0.17,0.5,9.0,0.5,9.0,0.1")  # a line torn by the kill (in its last number)
     assert surface_for_model(net, folder=tmp_path / "cut", max_points=3, **common) is None
     resumed = surface_for_model(net, folder=tmp_path / "cut", **common)
     for key, grid in whole.values.items():

@@ -273,7 +273,8 @@ def compute_surface(evaluator: PointEvaluator, spec: SurfaceSpec, folder, jobs: 
         log.close()
     if len(rows) < len(spec.coordinates()):
         return None
-    surface = Surface({**read_json(folder / SPEC), "label": label}, spec.axis, _grids(spec, rows), label)
+    described = read_json(folder / SPEC) or asdict(spec)
+    surface = Surface({**described, "label": label}, spec.axis, _grids(spec, rows), label)
     surface.save(folder)
     return surface
 

@@ -26,6 +26,7 @@ together more than it moves either alone. Figures are not assertions: the tests 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -375,11 +376,12 @@ def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     evaluator, model = _vgg_evaluator()
-    ratios = []
+    ratios, points = [], []
     for r in range(repeats + 1):
         t0 = time.perf_counter()
         evaluator(0.1 * r, -0.1 * r)
         point = time.perf_counter() - t0
+        points.append(point)
         t0 = time.perf_counter()
         with torch.no_grad():
             model.eval()
@@ -388,7 +390,8 @@ def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
         if r:  # the first pair warms up
             ratios.append((time.perf_counter() - t0) / point)
     rows = [("surface points per second / bare forward passes per second, small VGG, 2x1000 examples",
-             ">= 0.9", *spread(ratios))]
+             ">= 0.9", *spread(ratios)),
+            ("seconds per surface point, one thread (the same timings)", "", *spread(points[1:]))]
     spec = SurfaceSpec(dims=2, points=grid, span=1.0)
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,7 +403,9 @@ def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
             times[jobs] = (time.perf_counter() - t0) / grid**2
     torch.set_num_threads(threads)
     scale = 51**2 / 60
-    rows += [(f"51x51 surface, minutes, estimated from {grid}x{grid}: one process, 2 torch threads", "",
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan  # the other jobs on the machine
+    rows += [(f"51x51 surface, minutes, estimated from {grid}x{grid}: one process, 2 torch threads "
+              f"(load average {load:.1f})", "",
               *(times[1] * scale,) * 3),
              (f"51x51 surface, minutes, estimated from {grid}x{grid}: 2 processes of 1 thread", "",
               *(times[2] * scale,) * 3)]

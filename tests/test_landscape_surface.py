@@ -19,7 +19,7 @@ from normexp.landscape.surface import (
     SurfaceSpec,
     surface_for_model,
 )
-from normexp.records import atomic_write_text
+from normexp.records import atomic_write_text, read_json
 
 
 def test_filter_normalization_by_hand():
@@ -171,11 +171,18 @@ def test_command_line_surfaces_and_compare(tmp_path, compose, capsys):
         folder = run / "landscape" / "surface_2d_eval_weights"
         assert (folder / "contour.png").is_file() and (folder / "surface3d.png").is_file()
         assert Surface.load(folder).values["train_loss"].shape == (3, 3)
-    assert main([str(runs["batch"]), "--dims", "1", "--points", "3", "--subset", "64"]) == 0
+    assert main([str(runs["batch"]), "--dims", "1", "--points", "3", "--subset", "64", "--jobs", "1"]) == 0
     assert (runs["batch"] / "landscape" / "surface_1d_eval_weights" / "curve.png").is_file()
     folders = [str(r / "landscape" / "surface_2d_eval_weights") for r in runs.values()]
     assert main(["--compare", *folders, "--labels", "BN", "Standard", "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").is_file()
+    args = ["--spectrum", "--subset", "32", "--top-k", "2", "--trace-samples", "4", "--slq-vectors", "2",
+            "--slq-steps", "5", "--blocks", "model,layers,norm"]
+    assert main([str(runs["batch"]), *args]) == 0
+    spectrum = read_json(runs["batch"] / "landscape" / "spectrum_train" / "spectrum.json")
+    assert set(spectrum["blocks"]) == {"model", "layer 1", "layer 2", "norm"}
+    assert len(spectrum["blocks"]["model"]["top"]) == 2
+    assert (runs["batch"] / "landscape" / "spectrum_train" / "density.png").is_file()
     # the same folder with another grid is refused, naming the option
     assert main([str(runs["batch"]), "--points", "5", "--subset", "64", "--span", "0.5"]) == 2
     assert "--points=5 is not valid" in capsys.readouterr().err

@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--points", type=int, default=21, help="points per axis (default 21)")
     s.add_argument("--span", type=float, default=1.0, help="the grid covers [-span, span] (default 1)")
     s.add_argument("--directions", default="weights", help="weights (default) or all")
-    s.add_argument("--jobs", type=int, default=1, help="worker processes, one torch thread each (default 1)")
+    s.add_argument("--jobs", type=int, default=0,
+                   help="worker processes of one torch thread each (default: one per CPU core; 1 on a GPU)")
     c = p.add_argument_group("spectrum")
     c.add_argument("--spectrum", action="store_true", help="Hessian eigenvalues, trace and density instead")
     c.add_argument("--blocks", default="model,norm", help="comma list of model, layers, norm")
@@ -100,8 +101,8 @@ def _surface(args) -> str:
     spec = SurfaceSpec(args.dims, args.points, args.span, args.directions, args.bn or "eval", args.subset,
                        args.batch_size, args.seed, args.checkpoint)
     spec.check()
-    _positive("--jobs", args.jobs)
-    surface = surface_of_run(args.run_dir, spec, args.out, args.jobs, args.device)
+    _positive("--jobs", args.jobs, 0)
+    surface = surface_of_run(args.run_dir, spec, args.out, args.jobs or None, args.device)
     folder = args.out or default_folder(args.run_dir, spec)
     v = surface.values
     center = (spec.points // 2,) * spec.dims

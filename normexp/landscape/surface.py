@@ -319,12 +319,17 @@ def default_folder(run_dir, spec: SurfaceSpec) -> Path:
     return Path(run_dir) / "landscape" / f"surface_{spec.dims}d_{spec.bn}_{spec.directions}"
 
 
-def surface_of_run(run_dir, spec: SurfaceSpec = SurfaceSpec(), out=None, jobs: int = 1, device: str = "cpu",
-                   max_points: int | None = None, figures: bool = True) -> Surface | None:
+def surface_of_run(run_dir, spec: SurfaceSpec = SurfaceSpec(), out=None, jobs: int | None = None,
+                   device: str = "cpu", max_points: int | None = None, figures: bool = True
+                   ) -> Surface | None:
     """The surface of a run dir's model (``spec.checkpoint``), written under ``out`` (default
-    RUN_DIR/landscape/surface_<dims>d_<bn>_<directions>)."""
+    RUN_DIR/landscape/surface_<dims>d_<bn>_<directions>). ``jobs`` None: one worker process per CPU core
+    (on 2 cores, 2 processes of one thread were 2.7x faster than one process of 2 threads), 1 on a GPU."""
     spec.check()
     run = load_run(run_dir, spec.checkpoint, device)
+    if jobs is None:
+        cpu = next(run.model.parameters()).device.type == "cpu"
+        jobs = len(os.sched_getaffinity(0)) if cpu and hasattr(os, "sched_getaffinity") else 1
     train, test = run_subsets(run, spec.subset, spec.seed)
     folder = Path(out) if out else default_folder(run_dir, spec)
     label = f"{run.cfg.model.get('name')} norm={run.cfg.norm.get('name')}"

@@ -136,3 +136,14 @@ def test_norm_and_layer_blocks_of_a_conv_net():
     assert len(norm_parameters(net)) == 2 * len(gains) == len(blocks["norm"])
     assert [k for k in blocks if k.startswith("layer")] == ["layer 0.0", "layer 0.2", "layer 3.0"]
     assert "norm" not in parameter_blocks(model("vgg", "none", layout=[4, "M", 4], activation="relu"))
+
+
+def test_full_reorthogonalization_keeps_ghost_copies_out():
+    """Plain Lanczos, after an eigenvalue has converged, finds it again (a ghost copy); the top-3 of a
+    spectrum with one large outlier must come out without a duplicate."""
+    rng = np.random.default_rng(2)
+    q, _ = np.linalg.qr(rng.normal(size=(80, 80)))
+    eig = np.concatenate([[100.0], np.linspace(0.0, 1.0, 79)])
+    H = (q * eig) @ q.T
+    top, _ = top_eigenvalues(quadratic_operator(H), k=3, tol=1e-10, max_iter=80)
+    assert top == pytest.approx(np.sort(eig)[::-1][:3], rel=1e-6)

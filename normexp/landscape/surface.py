@@ -219,7 +219,7 @@ class Surface:
         folder = Path(folder)
         with np.load(folder / SURFACE) as f:
             spec = json.loads(str(f["spec"]))
-            return cls(spec, f["axis"], {k: f[k] for k in VALUES}, label or spec.get("label", folder.name))
+            return cls(spec, f["axis"], {k: f[k] for k in VALUES}, label or spec.get("label") or folder.name)
 
     def save(self, folder: Path) -> None:
         buffer = io.BytesIO()

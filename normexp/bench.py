@@ -13,6 +13,11 @@
 - options: ``train.channels_last`` and ``train.compile``: step time without the option over with it.
 - fold: eval-mode inference with BN folded into the conv before it (SD-3), over the unfolded net.
 - suite: wall time of ``normexp-reproduce --profile quick`` per experiment (fresh output folders).
+- landscape: loss-surface points per second over bare forward passes of the same model on the same 1,000
+  training and 1,000 test examples (small VGG, BN in eval mode, one thread, interleaved); the wall time of
+  a 7x7 surface in one process with 2 torch threads and on 2 worker processes of one thread, scaled to
+  51x51; and the Hessian-vector products Lanczos and power iteration need for the top eigenvalue at
+  tol 1e-3 (MLP with and without BN trained 500 steps on mnist5k, 512 training examples, BN train mode).
 
 Each figure is repeated and reported as min / median / max; a machine's noise moves both sides of a ratio
 together more than it moves either alone. Figures are not assertions: the tests never time anything.
@@ -21,6 +26,7 @@ together more than it moves either alone. Figures are not assertions: the tests 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -332,6 +338,92 @@ def bench_fold(repeats: int, batch: int = 256) -> list[tuple]:
     return rows
 
 
+def _vgg_evaluator(subset: int = 1000):
+    """A surface evaluator of the small VGG (BN, eval mode) on mnist5k subsets, and its (x, y) batches."""
+    from normexp.landscape.directions import random_direction
+    from normexp.landscape.run import fixed_subset
+    from normexp.landscape.surface import PointEvaluator
+
+    cfg = compose(["model=vgg_small", "norm=batch"])
+    data, model, _ = built(cfg)
+    with torch.no_grad():  # running statistics of real data, so eval-mode BN is not the identity
+        for i in range(5):
+            model(data.batch(i)[0])
+    train = fixed_subset(data.x_train, data.y_train, subset, 0)
+    test = fixed_subset(data.x_test, data.y_test, subset, 1)
+    named, gen = list(model.named_parameters()), torch.Generator().manual_seed(0)
+    directions = [random_direction(named, "weights", gen) for _ in range(2)]
+    evaluator = PointEvaluator(model, F.cross_entropy, True, train, test, directions, "eval", 128)
+    return evaluator, model
+
+
+def _trained_mlp(norm: str, folder: Path):
+    from normexp.landscape.run import load_run
+
+    cfg = compose([*QUIET, "model=mlp", f"norm={norm}", "train.steps=500", "train.eval_every=0",
+                   "train.save_final=true", "optim.lr=0.1"])
+    run(cfg, folder)
+    return load_run(folder, "model", "cpu")
+
+
+def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
+    from joblib import Parallel, delayed
+
+    from normexp.landscape.curvature import HessianOperator, top_eigenvalues
+    from normexp.landscape.hvp import power_iteration
+    from normexp.landscape.surface import SurfaceSpec, compute_surface
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    evaluator, model = _vgg_evaluator()
+    ratios, points = [], []
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        evaluator(0.1 * r, -0.1 * r)
+        point = time.perf_counter() - t0
+        points.append(point)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model.eval()
+            for x, _ in evaluator.train + evaluator.test:
+                model(x)
+        if r:  # the first pair warms up
+            ratios.append((time.perf_counter() - t0) / point)
+    rows = [("surface points per second / bare forward passes per second, small VGG, 2x1000 examples",
+             ">= 0.9", *spread(ratios)),
+            ("seconds per surface point, one thread (the same timings)", "", *spread(points[1:]))]
+    spec = SurfaceSpec(dims=2, points=grid, span=1.0)
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        Parallel(n_jobs=2)(delayed(time.sleep)(0) for _ in range(2))  # worker processes started, as in use
+        for jobs in (1, 2):
+            torch.set_num_threads(2 if jobs == 1 else 1)
+            t0 = time.perf_counter()
+            compute_surface(evaluator, spec, Path(tmp) / str(jobs), jobs=jobs)
+            times[jobs] = (time.perf_counter() - t0) / grid**2
+    torch.set_num_threads(threads)
+    scale = 51**2 / 60
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan  # the other jobs on the machine
+    rows += [(f"51x51 surface, minutes, estimated from {grid}x{grid}: one process, 2 torch threads "
+              f"(load average {load:.1f})", "",
+              *(times[1] * scale,) * 3),
+             (f"51x51 surface, minutes, estimated from {grid}x{grid}: 2 processes of 1 thread", "",
+              *(times[2] * scale,) * 3)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for norm in ("batch", "none"):
+            loaded = _trained_mlp(norm, Path(tmp) / norm)
+            x, y = loaded.data.fixed_train_batch(512, seed=0)
+            loaded.model.train()
+            op = HessianOperator(loaded.model, loaded.loss_fn, [(x, y)], list(loaded.model.parameters()))
+            (top,), lanczos = top_eigenvalues(op, 1, 1e-3, 200)
+            power, iters = power_iteration(op.grads[0], op.params, 1e-3, 200)
+            rows += [(f"HVPs for the top eigenvalue at tol 1e-3, MLP norm={norm}: Lanczos "
+                      f"(lambda {top:.4g})", "", *(lanczos,) * 3),
+                     (f"HVPs for the top eigenvalue at tol 1e-3, MLP norm={norm}: power iteration "
+                      f"(lambda {power:.4g})", "", *(iters,) * 3)]
+    return rows
+
+
 def bench_suite() -> list[tuple]:
     """``normexp-reproduce --profile quick`` from nothing: total wall time, and each experiment's run time
     (the sum of its runs' wall seconds: experiments share the workers, so have no wall time of their own)."""
@@ -370,6 +462,7 @@ SECTIONS = {
     "options": lambda a: bench_options(max(1, a.repeats // 2), a.threads),
     "fold": lambda a: bench_fold(a.repeats),
     "suite": lambda a: bench_suite(),
+    "landscape": lambda a: bench_landscape(a.repeats),
 }
 
 

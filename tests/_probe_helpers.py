@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch.func import functional_call
 
 from normexp.models import build_model
 from normexp.norms import NormSpec
@@ -45,3 +47,20 @@ def measure(net, probes: dict, x, y, step: int = 0, optimizer=None, loss_fn=F.cr
     loss_fn(net(x), y).backward()
     records = probe_set(net, probes, x, y, loss_fn).run(step, (x, y), optimizer)
     return {r["probe"]: r for r in records}
+
+
+def full_hessian(net, x, y, names, loss_fn=F.cross_entropy) -> np.ndarray:
+    """The dense Hessian of the loss w.r.t. the parameters ``names`` (flattened in that order), with
+    the model in its current train/eval mode."""
+    params = dict(net.named_parameters())
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    shapes = [params[n].shape for n in names]
+    flat = torch.cat([params[n].detach().flatten() for n in names])
+
+    def loss(v):
+        chunks = torch.split(v, [s.numel() for s in shapes])
+        values = {**params, **{n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}}
+        out = functional_call(net, (values, {k: b.clone() for k, b in buffers.items()}), (x,))
+        return loss_fn(out, y)
+
+    return torch.autograd.functional.hessian(loss, flat).numpy()

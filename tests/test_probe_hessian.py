@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _probe_helpers import batch, measure, model
-from torch.func import functional_call
+from _probe_helpers import batch, full_hessian, measure, model
 
 
 def dominant(eigenvalues: np.ndarray) -> float:
@@ -33,21 +32,6 @@ def test_known_matrix():
     record = measure(net, {"hessian": {"every": 1}}, x, y, loss_fn=loss_fn)["hessian"]
     assert record["model/top_eig"] == pytest.approx(dominant(np.linalg.eigvalsh(H)), rel=1e-3)
     assert 1 < record["model/iters"] < 100
-
-
-def full_hessian(net, x, y, names) -> np.ndarray:
-    params = dict(net.named_parameters())
-    buffers = {k: v.clone() for k, v in net.named_buffers()}
-    shapes = [params[n].shape for n in names]
-    flat = torch.cat([params[n].detach().flatten() for n in names])
-
-    def loss(v):
-        chunks = torch.split(v, [s.numel() for s in shapes])
-        values = {**params, **{n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)}}
-        out = functional_call(net, (values, {k: b.clone() for k, b in buffers.items()}), (x,))
-        return torch.nn.functional.cross_entropy(out, y)
-
-    return torch.autograd.functional.hessian(loss, flat).numpy()
 
 
 @pytest.mark.parametrize("bn_mode", ["train", "eval"])

@@ -1,6 +1,6 @@
 """Top Hessian eigenvalue of the loss on the fixed probe batch, by power iteration on Hessian-vector
-products (double backprop), for the whole model and optionally per layer (the Hessian block of one
-conv/linear layer's weight and bias).
+products (double backprop; :mod:`normexp.landscape.hvp`, shared with the curvature tools), for the whole
+model and optionally per layer (the Hessian block of one conv/linear layer's weight and bias).
 
 The eigenvalue found is the one of largest magnitude, with its sign: the Rayleigh quotient lambda = v^T H v
 of the unit iterate v. Iteration starts from a fixed Gaussian vector (its own generator) and stops when the
@@ -16,38 +16,14 @@ Keys: ``model/top_eig``, ``model/iters``, and per chosen layer ``{layer}/top_eig
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from normexp.config import integer, number
 from normexp.errors import check_choice
+from normexp.landscape.hvp import power_iteration
 from normexp.probes import WeightLayerProbe, register
 
 BN_MODES = ("train", "eval")
-
-
-def _dot(a, b) -> float:
-    return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b, strict=True)))
-
-
-def top_eigenvalue(grads, params, tol: float, max_iter: int, seed: int = 0) -> tuple[float, int]:
-    """Power iteration for the dominant eigenvalue of the Hessian d(grads)/d(params); ``grads`` must carry
-    a graph (``create_graph=True``). Returns (eigenvalue, Hessian-vector products used)."""
-    gen = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
-    scale = math.sqrt(_dot(v, v))
-    v = [t / scale for t in v]
-    estimate = math.nan
-    for i in range(1, max_iter + 1):
-        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
-        estimate = _dot(v, hv)
-        residual = [h - estimate * t for h, t in zip(hv, v, strict=True)]  # directly: no cancellation
-        if math.sqrt(_dot(residual, residual)) <= tol * abs(estimate):
-            return estimate, i
-        size = math.sqrt(_dot(hv, hv))  # > 0: a zero Hv has a zero residual and returned above
-        v = [t / size for t in hv]
-    return estimate, max_iter
 
 
 @register("hessian")
@@ -68,10 +44,10 @@ class Hessian(WeightLayerProbe):
         grads = torch.autograd.grad(ctx.loss_fn(model(x), y), params, create_graph=True)
         tol, max_iter = float(o["tol"]), int(o["max_iter"])
         out = {}
-        out["model/top_eig"], out["model/iters"] = top_eigenvalue(grads, params, tol, max_iter)
+        out["model/top_eig"], out["model/iters"] = power_iteration(grads, params, tol, max_iter)
         index = {id(p): i for i, p in enumerate(params)}
         for name, layer in self.chosen:
             block = [p for p in layer.parameters() if p.requires_grad]
             g = [grads[index[id(p)]] for p in block]
-            out[f"{name}/top_eig"], out[f"{name}/iters"] = top_eigenvalue(g, block, tol, max_iter)
+            out[f"{name}/top_eig"], out[f"{name}/iters"] = power_iteration(g, block, tol, max_iter)
         return out

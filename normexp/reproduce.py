@@ -35,10 +35,11 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
+from normexp import lifecycle
 from normexp.claims import Runs, Verdict
 from normexp.config import CONFIG_DIR, compose, validate
 from normexp.errors import ConfigError, choices
-from normexp.records import CONFIG, FINISHED, META, SUMMARY, atomic_write_json, read_json
+from normexp.records import CONFIG, FINISHED, META, SUMMARY, RunDirBusy, atomic_write_json, read_json
 from normexp.workers import use_warm_workers
 
 ROOT = CONFIG_DIR.parent
@@ -279,6 +280,8 @@ def train_one(cfg, run_dir: str, chosen: dict, overrides: list[str]) -> dict:
     argv, sys.argv = sys.argv, ["normexp-train", *overrides, f"hydra.run.dir={run_dir}"]  # meta's command
     try:
         return train.run(cfg, run_dir, choices=chosen, overrides=overrides)
+    except RunDirBusy as busy:  # another process writes it: not this run's failure, leave its dir alone
+        return {"status": "skipped", "error": str(busy)}
     except Exception as error:  # noqa: BLE001 - recorded, reported, and the suite goes on
         summary = read_json(Path(run_dir) / SUMMARY)
         if not summary or summary.get("status") != "failed":
@@ -320,7 +323,7 @@ def describe_run(run: PlannedRun, s: dict) -> str:
     acc_text = f", test acc {acc:.4f}" if isinstance(acc, float) and math.isfinite(acc) else ""
     where = f" at step {s.get('step')}" if s.get("status") == "diverged" else ""
     secs = f" ({s['wall_seconds']:.0f} s)" if isinstance(s.get("wall_seconds"), (int, float)) else ""
-    err = f": {s.get('error')}" if s.get("status") == "failed" else ""
+    err = f": {s.get('error')}" if s.get("status") in ("failed", "skipped") else ""
     return f"{run.experiment} {run.cell} seed {run.seed}: {s.get('status')}{where}{acc_text}{secs}{err}"
 
 
@@ -653,7 +656,8 @@ def dry_run(experiments: list[Experiment], planner: Planner) -> int:
 
 def cli() -> None:
     try:
-        raise SystemExit(main())
+        with lifecycle.command("normexp-reproduce"):  # SIGTERM stops it as Ctrl-C does
+            raise SystemExit(main())
     except ConfigError as error:
         print(f"normexp-reproduce: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,7 @@ def load_checkpoint(run_dir: Path) -> dict | None:
 
 
 def _first_reason(message: str) -> str:
-    """torch's refusal names the object it would not build on a line of a long text: that line's first
-    sentence."""
-    marker = "WeightsUnpickler error:"
-    line = next((line for line in message.splitlines() if marker in line), message.strip().splitlines()[0])
-    return printable(line.split(marker)[-1].strip().split(" was not an allowed global")[0].split(". ")[0])
+    """The object torch refused to build, as its message names it (``GLOBAL posix.mkdir``), else the
+    message's first line."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)
+    return named.group(1) if named else printable(message.strip().splitlines()[0])

@@ -76,10 +76,10 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UnsafeCheckpoint(path, _first_reason(str(error))) from None
+        raise UnsafeCheckpoint(path, _refused_object(str(error))) from None
 
 
-def _first_reason(message: str) -> str:
+def _refused_object(message: str) -> str:
     """The object torch refused to build, as its message names it (``GLOBAL posix.mkdir``), else the
     message's first line."""
     named = re.search(r"GLOBAL ([\w.]+)", message)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import multiprocessing.forkserver
 import os
 import signal
@@ -57,6 +58,7 @@ def command(prog: str):
     except KeyboardInterrupt as stop:
         name = str(stop) if isinstance(stop, Interrupted) else "SIGINT"
         print(f"{prog}: interrupted ({name}); run the same command again to resume", file=sys.stderr)
+        gc.freeze()  # the collection at exit would walk torch's objects: seconds on a busy machine
         raise SystemExit(128 + signal.Signals[name]) from None
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -48,11 +48,25 @@ def session_processes(sid: int) -> list[int]:
     return found
 
 
-def start(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "NORMEXP_DATA": os.environ.get("NORMEXP_DATA", str(REPO / "data"))}
-    with open(log, "w") as out:
-        return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+@pytest.fixture
+def start():
+    """``start(command, log, cwd)``: run a command in a session of its own, output to ``log``; whatever is
+    left of it is killed when the test ends, passed or failed."""
+    started = []
+
+    def start(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+        env = {**os.environ, "NORMEXP_DATA": os.environ.get("NORMEXP_DATA", str(REPO / "data"))}
+        with open(log, "w") as out:
+            started.append(subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        for pid in session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
 
 
 def stop_when(proc: subprocess.Popen, ready, signum: int, timeout: float = 600) -> None:
@@ -123,7 +137,7 @@ def logged_steps(sweep: Path, since: float = 0.0) -> list[int]:
 
 @LINUX_ONLY
 @pytest.mark.slow
-def test_sigterm_and_sigkill_of_a_parallel_sweep_then_rerun_gives_the_uninterrupted_records(tmp_path):
+def test_sigterm_and_sigkill_of_a_parallel_sweep_then_rerun_gives_the_uninterrupted_records(tmp_path, start):
     sweep = tmp_path / "sweep"
     command = [str(BIN / "normexp-train"), "-m", "launcher=parallel", *SWEEP_JOB,
                f"seed={','.join(map(str, SEEDS))}", f"hydra.sweep.dir={sweep}"]
@@ -188,7 +202,7 @@ def assert_same_results(results: Path, reference: Path) -> None:
 
 @LINUX_ONLY
 @pytest.mark.slow
-def test_sigkill_and_sigterm_of_normexp_reproduce_then_rerun_gives_the_uninterrupted_results(tmp_path):
+def test_sigkill_and_sigterm_of_normexp_reproduce_then_rerun_gives_the_uninterrupted_results(tmp_path, start):
     reference = subprocess.run(reproduce(tmp_path / "ref_outputs", tmp_path / "ref_results"), cwd=tmp_path,
                                capture_output=True, text=True, timeout=900)
     assert reference.returncode == 0, reference.stderr[-2000:]
@@ -224,7 +238,7 @@ def long_run(steps: int | str = 100_000) -> list[str]:
 
 @LINUX_ONLY
 @pytest.mark.slow
-def test_one_writer_per_run_dir_a_second_one_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
+def test_one_writer_per_run_dir_a_second_one_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, start):
     run_dir = tmp_path / "sweep" / "0"
     train_cli = str(BIN / "normexp-train")
     holder = start([train_cli, *long_run(), f"hydra.run.dir={run_dir}"], tmp_path / "holder.log", tmp_path)
@@ -235,16 +249,14 @@ def test_one_writer_per_run_dir_a_second_one_is_refused_and_a_dead_ones_lock_is_
     assert (run_dir / LOCK).read_text() == f"{holder.pid}\n"
 
     # a second process on the run dir, and a sweep whose job 0 is that run dir (its job 1 is a short run)
-    second = subprocess.Popen([train_cli, *long_run(), f"hydra.run.dir={run_dir}"], cwd=tmp_path, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sweep = subprocess.run([train_cli, "-m", *long_run("100000,20"), f"hydra.sweep.dir={run_dir.parent}"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    out, err = second.communicate(timeout=300)
-    assert second.returncode == 1 and "completed" not in out
-    assert err.strip() == (f"normexp-train: error: {run_dir} is in use by process {holder.pid} "
-                           "(one process writes a run dir at a time)")
-    assert sweep.returncode == 0, sweep.stderr[-2000:]
-    assert f"normexp-train: skipped: {run_dir} is in use by process {holder.pid}" in sweep.stdout
+    second = start([train_cli, *long_run(), f"hydra.run.dir={run_dir}"], tmp_path / "second.log", tmp_path)
+    sweep = start([train_cli, "-m", *long_run("100000,20"), f"hydra.sweep.dir={run_dir.parent}"],
+                  tmp_path / "sweep.log", tmp_path)
+    assert second.wait(timeout=300) == 1
+    busy = f"{run_dir} is in use by process {holder.pid} (one process writes a run dir at a time)"
+    assert (tmp_path / "second.log").read_text() == f"normexp-train: error: {busy}\n"  # one line
+    assert sweep.wait(timeout=300) == 0, (tmp_path / "sweep.log").read_text()[-2000:]
+    assert f"normexp-train: skipped: {busy}\n" in (tmp_path / "sweep.log").read_text()
     assert read_json(run_dir.parent / "1" / SUMMARY)["status"] == "completed"
     with pytest.raises(RunDirBusy, match=f"in use by process {holder.pid} "):
         run(compose(long_run(20)), run_dir)

@@ -2,7 +2,8 @@
 
 - A command line (``normexp-train``, ``normexp-reproduce``) turns SIGTERM into :class:`Interrupted`, a
   ``KeyboardInterrupt``: the run in progress records itself ``interrupted`` and a sweep stops, as with Ctrl-C.
-  Before raising it, the command stops its warm workers' server and waits for it (at most ``STOP_SECONDS``).
+  Before raising it (or Ctrl-C's own ``KeyboardInterrupt``), the command stops its warm workers' server and
+  waits for it, so that the workers' runs record themselves before joblib kills what is left.
 - The warm workers' server (normexp/warm_server.py) and every process forked from it get SIGTERM from the
   kernel when their parent ends, however it ended (SIGKILL included): Linux ``prctl(PR_SET_PDEATHSIG)``.
   On SIGTERM the server stops its workers, waits for them (SIGKILL after ``STOP_SECONDS``) and leaves; a
@@ -43,16 +44,25 @@ def _signal_name(signum: int) -> str:
 
 # ---------------------------------------------------------------- a command line
 
+def _stopping() -> bool:
+    """Whether this thread is already handling an interruption (recording it, say): a second signal then
+    must not cut that short."""
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
+
+
 def _interrupt(signum, frame) -> None:
+    """SIGTERM or SIGINT to a command: its warm workers stop first (their runs record themselves), then the
+    command, by the exception Ctrl-C raises."""
     stop_warm_server()
-    raise Interrupted(_signal_name(signum))
+    if not _stopping():
+        raise Interrupted(_signal_name(signum)) if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def command(prog: str):
     """A console script's whole run: SIGTERM stops it as Ctrl-C does; either ends it with one line on stderr
     and the shell's status for that signal (143, 130)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     except KeyboardInterrupt as stop:
@@ -61,7 +71,8 @@ def command(prog: str):
         gc.freeze()  # the collection at exit would walk torch's objects: seconds on a busy machine
         raise SystemExit(128 + signal.Signals[name]) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def stop_warm_server(timeout: float = 2 * STOP_SECONDS) -> None:
@@ -156,7 +167,8 @@ def _stop_worker(signum, frame) -> None:
     if not _in_run:
         os._exit(128 + signum)
     _exit_after_run = True
-    raise Interrupted(_signal_name(signum))
+    if not _stopping():  # Ctrl-C reaches workers too, just before the command stops them
+        raise Interrupted(_signal_name(signum))
 
 
 @contextlib.contextmanager

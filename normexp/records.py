@@ -1,14 +1,16 @@
 """A run directory on disk: ``config.yaml``, ``meta.json``, ``metrics.jsonl``, ``summary.json``,
-``checkpoint.pt`` (while unfinished) and ``model.pt`` (with ``train.save_final``).
+``checkpoint.pt`` (while unfinished), ``model.pt`` (with ``train.save_final``) and ``run.lock``.
 
 Crash safety: every whole-file write goes to a temporary file that is renamed over the target, so a reader
 never sees half a file; ``metrics.jsonl`` is appended and flushed line by line, so a killed run keeps what it
-logged; ``summary.json`` appears only when a run ends (completed, diverged or failed), so a run without one is
-unfinished.
+logged; ``summary.json`` appears only when a run ends (completed, diverged, failed or interrupted), so a run
+without one is unfinished. One process writes a run dir at a time: it holds ``run.lock`` for the whole run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -16,8 +18,9 @@ import warnings
 from pathlib import Path
 
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
-CHECKPOINT, MODEL = "checkpoint.pt", "model.pt"
-FINISHED = ("completed", "diverged")  # the third status, "failed", is retried; no summary: unfinished
+CHECKPOINT, MODEL, LOCK = "checkpoint.pt", "model.pt", "run.lock"
+FINISHED = ("completed", "diverged")  # "failed" (an error) and "interrupted" (a signal) are retried, as is a
+# run without a summary (killed, or running now)
 SUMMARY_KEYS = ("status", "step", "steps", "train_loss", "train_acc", "test_loss", "test_acc",
                 "diverged_step", "wall_seconds", "steps_per_second")
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -87,6 +90,37 @@ def read_metrics(run_dir: Path) -> list[dict]:
             where = "last line" if i == len(lines) - 1 else f"line {i + 1}"
             warnings.warn(f"{path}: skipping torn {where}", stacklevel=2)
     return records
+
+
+class RunDirBusy(RuntimeError):
+    """Another live process holds the run dir."""
+
+    def __init__(self, run_dir: Path, holder: str):
+        self.run_dir, self.holder = Path(run_dir), holder
+        super().__init__(f"{run_dir} is in use by process {holder} (one process writes a run dir at a time)")
+
+
+@contextlib.contextmanager
+def writing(run_dir: Path):
+    """Hold ``run.lock`` of ``run_dir`` while the block runs, or raise :class:`RunDirBusy` at once. The lock
+    is an ``flock``, which the kernel drops when its holder ends, however it ends: a lock left by a dead
+    process is free to take. The file only names the holder's pid, for the message of whoever finds it held
+    (it stays: removing it would let two processes lock two different files)."""
+    path = Path(run_dir) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").split("\n")[0].strip()
+            raise RunDirBusy(run_dir, holder or "(pid not written yet)") from None
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)  # then truncate: a reader meanwhile still finds a whole pid on the first line
+        os.ftruncate(fd, len(pid))
+        yield
+    finally:
+        os.close(fd)
 
 
 class RunRecord:

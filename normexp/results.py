@@ -2,9 +2,10 @@
 
 One row per run dir (a folder holding ``config.yaml`` and ``meta.json``): flattened config keys
 (``model.name``, ``optim.lr``, ...), the config group choices (``model``, ``norm``, ``data``, ...), and the
-summary (``status``, ``test_acc``, ...). A run without ``summary.json`` has status ``incomplete``; a
-``diverged`` or ``failed`` run has no losses or accuracies (NaN in the table, its status in the printed
-table). This is the library entry for plots and claim checks too: ``load_runs(dir)`` and
+summary (``status``, ``test_acc``, ...). ``status`` is ``completed``, ``diverged``, ``failed`` (an error),
+``interrupted`` (Ctrl-C, SIGTERM, or its sweep's main process ended) or, for a run without ``summary.json``
+(killed, or running now), ``incomplete``; the printed table shows any status but ``completed`` in place of
+losses and accuracies. This is the library entry for plots and claim checks too: ``load_runs(dir)`` and
 ``load_metrics(runs)``.
 """
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from normexp import __version__, distributed
-from normexp.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from normexp import __version__, distributed, lifecycle
+from normexp.checkpoint import UnsafeCheckpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from normexp.checkpoint import save_weights as save_model_weights
 from normexp.config import (
     CONFIG_DIR,
@@ -49,7 +49,8 @@ from normexp.models import build_model
 from normexp.norms import NormSpec, population_batches, recompute_population_stats
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
-from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunRecord
+from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunDirBusy, RunRecord
+from normexp.records import writing as writing_run_dir
 from normexp.sweep import RESUME_MAY_CHANGE, check_launcher, flat
 from normexp.workers import pinned_device, start_warm_workers_early
 
@@ -186,17 +187,38 @@ def check_same_run(cfg: DictConfig, record: RunRecord) -> None:
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overrides: list | None = None
         ) -> dict:
     """Train ``cfg`` into ``run_dir`` and return its summary. Resumes from ``checkpoint.pt`` when present
-    (unless ``train.resume=false``); a finished run dir is returned as it is. Any exception ends the run as
-    ``failed`` with the error in ``summary.json`` and is raised again."""
+    (unless ``train.resume=false``); a finished run dir is returned as it is. The run dir is held for the
+    whole run (:class:`RunDirBusy` when another live process holds it). Any exception ends the run as
+    ``failed`` (``interrupted`` for Ctrl-C or SIGTERM) with the reason in ``summary.json`` and is raised
+    again."""
     validate(cfg)
-    if int(cfg.train.world_size) > 1 and not distributed.active():
-        return distributed.launch(cfg, run_dir, choices, overrides)
+    if distributed.active():  # a process of a multi-process run: the process that launched it holds the dir
+        return _run(cfg, run_dir, choices, overrides)
+    finished = finished_summary(cfg, QuietRecord(Path(run_dir)))
+    if finished:  # returned as it is, without even taking its lock
+        return finished
+    with writing_run_dir(run_dir), lifecycle.a_run():
+        if int(cfg.train.world_size) > 1:
+            return distributed.launch(cfg, run_dir, choices, overrides)
+        return _run(cfg, run_dir, choices, overrides)
+
+
+def finished_summary(cfg: DictConfig, record: RunRecord) -> dict | None:
+    """The summary of a run dir this config finished (with ``train.resume``), else None."""
+    summary = record.summary if cfg.train.resume else None
+    if not summary or summary.get("status") not in FINISHED:
+        return None
+    check_same_run(cfg, record)
+    return summary
+
+
+def _run(cfg: DictConfig, run_dir: str | Path, choices: dict | None, overrides: list | None) -> dict:
     record = (RunRecord if distributed.rank() == 0 else QuietRecord)(Path(run_dir))
-    finished = cfg.train.resume and (record.summary or {}).get("status") in FINISHED
-    if finished or (cfg.train.resume and (record.dir / CHECKPOINT).exists()):
-        check_same_run(cfg, record)
+    finished = finished_summary(cfg, record)  # finished by another process since run() looked
     if finished:
-        return record.summary
+        return finished
+    if cfg.train.resume and (record.dir / CHECKPOINT).exists():
+        check_same_run(cfg, record)
     checkpoint = load_checkpoint(record.dir) if cfg.train.resume else None
 
     device, pinned = resolve_device(cfg.device), None if distributed.active() else pinned_device()
@@ -211,10 +233,10 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
             "overrides": overrides or [], "command": " ".join(sys.argv),
             "deterministic_requested": bool(cfg.train.deterministic),
             "resumed_from_step": checkpoint["step"] if checkpoint else None}
-    record.start(OmegaConf.to_yaml(cfg, resolve=True), meta,
-                 keep_lines=checkpoint["metric_lines"] if checkpoint else None)
     loop = None
     try:
+        record.start(OmegaConf.to_yaml(cfg, resolve=True), meta,
+                     keep_lines=checkpoint["metric_lines"] if checkpoint else None)
         loop = build_loop(cfg, device, record, checkpoint)
         record.write_meta({**meta, "num_params": sum(p.numel() for p in loop.model.parameters())})
         summary = loop.train()
@@ -228,14 +250,16 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
 
 
 def record_failure(record: RunRecord, loop: Loop | None, error: BaseException) -> None:
-    """``summary.json`` says ``failed`` and why. When even that cannot be written (a full disk), warn: the
-    error being raised is the one that matters."""
-    message = f"{type(error).__name__}: {error}"
+    """``summary.json`` says ``failed`` and why, or ``interrupted`` and by what. When even that cannot be
+    written (a full disk), warn: the error being raised is the one that matters."""
+    interrupted = lifecycle.interruption(error)
+    status = "interrupted" if interrupted else "failed"
+    message = interrupted or f"{type(error).__name__}: {error}"
     try:
         if loop is None:
-            record.finish({**dict.fromkeys(SUMMARY_KEYS), "status": "failed", "error": message})
+            record.finish({**dict.fromkeys(SUMMARY_KEYS), "status": status, "error": message})
         else:
-            loop.finish(loop.summary("failed", message))
+            loop.finish(loop.summary(status, message))
     except Exception as finish_error:  # noqa: BLE001
         warnings.warn(f"{record.dir}: could not record the failure: {finish_error}", stacklevel=2)
 
@@ -416,14 +440,15 @@ def _discard_unstarted(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _exit_config_error(error: ConfigError) -> None:
+def _exit_error(error: Exception, status: int = 2) -> None:
     print(f"normexp-train: error: {error}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -431,7 +456,14 @@ def main(cfg: DictConfig):
         summary = run(cfg, run_dir, choices=dict(hc.runtime.choices), overrides=list(hc.overrides.task))
     except ConfigError as error:
         _discard_unstarted(run_dir)
-        _exit_config_error(error)
+        _exit_error(error)
+    except UnsafeCheckpoint as error:
+        _exit_error(error)
+    except RunDirBusy as error:
+        if hc.mode != RunMode.MULTIRUN:
+            _exit_error(error, status=1)
+        print(f"normexp-train: skipped: {error}", flush=True)  # the sweep goes on
+        return None
     acc = summary.get("test_acc")
     if distributed.rank() != 0:
         return acc
@@ -453,23 +485,25 @@ def cli() -> None:
         else:
             os.environ["NORMEXP_RUN_STAMP"] = new_run_stamp()
     except ConfigError as error:
-        _exit_config_error(error)
+        _exit_error(error)
     # Another primary config (--config-name/--config-path/--config-dir) is checked inside each job instead.
     other_config = args.config_name or args.config_path or args.config_dir
-    if not (args.help or args.hydra_help or args.cfg or args.info or args.shell_completion or other_config):
+    info_only = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    with lifecycle.command("normexp-train"):  # SIGTERM stops it as Ctrl-C does
+        if not (info_only or other_config):
+            try:
+                if args.multirun:
+                    first_job = expand_sweep(job_overrides(args.overrides))[0]
+                    check_launcher(compose(first_job, return_hydra_config=True))
+                    start_warm_workers_early(args.overrides)
+                check_jobs(args.overrides, args.multirun)
+            except ConfigError as error:
+                _exit_error(error)
         try:
-            if args.multirun:
-                first_job = expand_sweep(job_overrides(args.overrides))[0]
-                check_launcher(compose(first_job, return_hydra_config=True))
-                start_warm_workers_early(args.overrides)
-            check_jobs(args.overrides, args.multirun)
-        except ConfigError as error:
-            _exit_config_error(error)
-    try:
-        main()
-    finally:
-        if world:
-            torch.distributed.destroy_process_group()
+            main()
+        finally:
+            if world:
+                torch.distributed.destroy_process_group()
 
 
 def _join_torchrun(args, world: int) -> None:

@@ -8,13 +8,18 @@ after each job when psutil is absent: 0.1-0.17 s per job here with them, nothing
 The server then leaves through ``os._exit`` when the command ends. It never ran any work, and tearing torch
 down takes it ~1 s during which it still holds the command's stdout and stderr (and its frozen objects would
 have nanobind report them as leaks). A process forked from the server (a worker, or a child a job forks) that
-ends through a normal exit still tears down, with its own exit status. Outside the server, importing this
-module does nothing.
+ends through a normal exit still tears down, with its own exit status.
+
+The server and every process forked from it end with their parent, however it ended (normexp/lifecycle.py):
+the command names itself as the server's parent in ``SERVER_ENV``. Outside the server, importing this module
+does nothing.
 """
 
 import atexit
 import gc
 import os
+
+from normexp import lifecycle
 
 SERVER_ENV = "NORMEXP_WARM_SERVER"
 
@@ -24,6 +29,8 @@ def _skip_teardown_in(server_pid: int) -> None:
         os._exit(0)
 
 
-if os.environ.pop(SERVER_ENV, None) == "1":
+_parent = os.environ.pop(SERVER_ENV, None)
+if _parent:
     gc.freeze()
     atexit.register(_skip_teardown_in, os.getpid())
+    lifecycle.serve_as_warm_server(int(_parent))

@@ -33,7 +33,7 @@ def use_warm_workers(also: tuple[str, ...] = ()) -> bool:
     # by module object, not a string: the server skips preloads that fail to import, silently
     multiprocessing.set_forkserver_preload([*PRELOAD, *also, warm_server.__name__])
     set_start_method("forkserver", force=True)
-    os.environ[warm_server.SERVER_ENV] = "1"  # the server inherits it and pops it
+    os.environ[warm_server.SERVER_ENV] = str(os.getpid())  # the server's parent; the server pops it
     try:
         multiprocessing.forkserver.ensure_running()
     finally:

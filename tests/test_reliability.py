@@ -1,11 +1,12 @@
-"""Fault injection: a run killed with SIGKILL, an exception mid-run, a full disk during a checkpoint, a
-metrics or a summary write, a forced NaN, a loss above the bound, a sweep with a diverging job, torn
-metrics files, and wandb missing, failing or offline. Each fault's outcome is checked against an
-uninterrupted run of the same config or against the files it must (not) leave behind."""
+"""Fault injection: a run killed with SIGKILL, an exception or Ctrl-C mid-run, a checkpoint whose pickle would
+run code, a full disk during a checkpoint, a metrics or a summary write, a forced NaN, a loss above the bound,
+a sweep with a diverging job, torn metrics files, and wandb missing, failing or offline. Each fault's outcome
+is checked against an uninterrupted run of the same config or against the files it must (not) leave behind."""
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -18,11 +19,14 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from normexp import records, results
-from normexp.checkpoint import load_checkpoint
+from normexp.checkpoint import UnsafeCheckpoint, load_checkpoint, rng_state, set_rng_state
+from normexp.claims import Runs
 from normexp.config import compose
 from normexp.data import TensorData
 from normexp.errors import ConfigError
@@ -140,6 +144,74 @@ def test_exception_mid_run_is_recorded_failed_and_the_rerun_resumes_exactly(tmp_
     assert train(tmp_path, RESUMABLE)["status"] == "completed"
     assert read_json(tmp_path / "meta.json")["resumed_from_step"] == 10
     assert_same_run(reference, tmp_path)
+
+
+def test_ctrl_c_mid_run_is_recorded_interrupted_counts_as_missing_and_the_rerun_resumes_exactly(
+        tmp_path, monkeypatch, reference, capsys):
+    real_batch = TensorData.batch
+
+    def batch(self, step):
+        if step == 17:
+            raise KeyboardInterrupt
+        return real_batch(self, step)
+
+    monkeypatch.setattr(TensorData, "batch", batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, RESUMABLE)
+    summary = read_json(tmp_path / SUMMARY)
+    assert summary["status"] == "interrupted" and summary["error"] == "interrupted by Ctrl-C (SIGINT)"
+    assert summary["step"] == 17 and 0 <= summary["test_acc"] <= 1  # the numbers at the interruption
+
+    table = results.load_runs(tmp_path)  # run tables and claim checks: kept apart from failed, and missing
+    assert table["status"].tolist() == ["interrupted"]
+    shown = results.display_table(table, tmp_path)
+    assert shown[["status", "train_loss", "test_acc"]].values.tolist() == [["interrupted"] * 3]
+    cell = Runs(table.assign(cell="a", seed=0), pd.DataFrame()).cell("a")
+    assert (cell.values, cell.missing, cell.state) == ((), 1, "missing")
+
+    monkeypatch.setattr(TensorData, "batch", real_batch)
+    assert train(tmp_path, RESUMABLE)["status"] == "completed"
+    assert read_json(tmp_path / "meta.json")["resumed_from_step"] == 10
+    assert_same_run(reference, tmp_path)
+
+
+class _RunsCode:
+    """Unpickling it makes a folder: what a checkpoint from someone else could do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_and_nothing_is_run_or_changed(tmp_path):
+    run_dir, marker = tmp_path / "shared", tmp_path / "code_ran"
+    train(run_dir, [*RESUMABLE, "train.steps=15"])  # a finished run, then a checkpoint that runs code
+    (run_dir / SUMMARY).unlink()
+    torch.save({"step": 10, "model": {}, "rng": _RunsCode(marker)}, run_dir / CHECKPOINT)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+
+    with pytest.raises(UnsafeCheckpoint) as refused:
+        train(run_dir, [*RESUMABLE, "train.steps=15"])
+    message = str(refused.value)
+    assert "\n" not in message and str(run_dir / CHECKPOINT) in message and "mkdir" in message
+    assert "train.resume=false" in message
+    assert not marker.exists()
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    torch.load(run_dir / CHECKPOINT, weights_only=False)  # what the old loader did: the code runs
+    assert marker.is_dir()
+
+
+def test_checkpoint_rng_states_are_plain_values_that_restore_every_generator():
+    torch.manual_seed(1), np.random.seed(2), random.seed(3), np.random.standard_normal()  # a cached gaussian
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    expected = torch.rand(3), np.random.standard_normal(3), random.random()
+    buffer.seek(0)
+    set_rng_state(torch.load(buffer, weights_only=True))
+    got = torch.rand(3), np.random.standard_normal(3), random.random()
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
 
 
 def test_a_checkpoint_inside_a_logging_window_resumes_that_window_exactly(tmp_path, monkeypatch):

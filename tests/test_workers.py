@@ -73,7 +73,7 @@ def test_the_server_module_freezes_and_skips_teardown_only_in_the_server(server)
             raise SystemExit(3)
         print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
     """)
-    env = {**os.environ, workers.warm_server.SERVER_ENV: "1"} if server else os.environ
+    env = {**os.environ, workers.warm_server.SERVER_ENV: str(os.getpid())} if server else os.environ
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

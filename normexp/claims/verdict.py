@@ -22,7 +22,8 @@ RULE = (
     "least the larger of the two spreads; otherwise it is inconclusive. A diverged run has no number: it "
     "ranks below every run that trained; a cell whose seeds all diverged is 'diverged', and a cell where "
     "only some seeds diverged makes any comparison that uses it inconclusive (its seeds disagree). A run "
-    "that failed or is absent is missing: a claim that needs it is inconclusive ('runs are missing'). "
+    "that failed, was interrupted or is absent is missing: a claim that needs it is inconclusive ('runs "
+    "are missing'). "
     "A claim with several conditions fails when one of them fails, passes when all pass, and is "
     "inconclusive otherwise."
 )

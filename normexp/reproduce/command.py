@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from normexp import lifecycle
 from normexp.errors import ConfigError, choices
 
 from .evaluate import code_version, write_experiment
@@ -70,7 +71,8 @@ def main(argv=None) -> int:
         flag = "" if record["evidence"] else f" ({args.profile}: not evidence)"
         for c in record["claims"]:
             print(f"{c['id']}: {c['status'].upper()}{flag}: {c['sentence']}")
-        status = status or int(bool(record["runs"].get("failed", 0) or record["errors"]))
+        unfinished = sum(record["runs"].get(s, 0) for s in ("failed", "interrupted", "incomplete", "missing"))
+        status = status or int(bool(unfinished or record["errors"]))
     report = write_report(args.results)
     print(f"normexp-reproduce: wrote {report} ({(time.time() - started) / 60:.1f} min)")
     return status
@@ -106,7 +108,8 @@ def dry_run(experiments, planner: Planner) -> int:
 
 def cli() -> None:
     try:
-        raise SystemExit(main())
+        with lifecycle.command("normexp-reproduce"):  # SIGTERM stops it as Ctrl-C does
+            raise SystemExit(main())
     except ConfigError as error:
         print(f"normexp-reproduce: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

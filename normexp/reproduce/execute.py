@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from normexp.records import SUMMARY, atomic_write_json, read_json
+from normexp.records import SUMMARY, RunDirBusy, atomic_write_json, read_json
 from normexp.workers import use_warm_workers
 
 from .plan import PlannedRun
@@ -21,6 +21,8 @@ def train_one(cfg, run_dir: str, chosen: dict, overrides: list[str]) -> dict:
     argv, sys.argv = sys.argv, ["normexp-train", *overrides, f"hydra.run.dir={run_dir}"]  # meta's command
     try:
         return train.run(cfg, run_dir, choices=chosen, overrides=overrides)
+    except RunDirBusy as busy:  # another process writes it: not this run's failure, leave its dir alone
+        return {"status": "skipped", "error": str(busy)}
     except Exception as error:  # noqa: BLE001 - recorded, reported, and the suite goes on
         summary = read_json(Path(run_dir) / SUMMARY)
         if not summary or summary.get("status") != "failed":
@@ -62,5 +64,5 @@ def describe_run(run: PlannedRun, s: dict) -> str:
     acc_text = f", test acc {acc:.4f}" if isinstance(acc, float) and math.isfinite(acc) else ""
     where = f" at step {s.get('step')}" if s.get("status") == "diverged" else ""
     secs = f" ({s['wall_seconds']:.0f} s)" if isinstance(s.get("wall_seconds"), (int, float)) else ""
-    err = f": {s.get('error')}" if s.get("status") == "failed" else ""
+    err = f": {s.get('error')}" if s.get("status") in ("failed", "skipped") else ""
     return f"{run.experiment} {run.cell} seed {run.seed}: {s.get('status')}{where}{acc_text}{secs}{err}"

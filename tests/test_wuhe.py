@@ -212,6 +212,8 @@ def test_paper_profile_cell_trains_two_steps_on_a_tiny_imagenet_folder(tmp_path)
     from PIL import Image
 
     from normexp.config import compose
+    from normexp.models import build_model
+    from normexp.norms import NormSpec
     from normexp.train import run
 
     rng = np.random.default_rng(0)
@@ -233,3 +235,12 @@ def test_paper_profile_cell_trains_two_steps_on_a_tiny_imagenet_folder(tmp_path)
     torch.manual_seed(0)
     summary = run(cfg, tmp_path / "run", overrides=r.overrides)
     assert summary["status"] == "completed" and summary["step"] == 2 and math.isfinite(summary["train_loss"])
+    # every other paper-profile ResNet cell builds (one model per distinct norm config)
+    norms = {}
+    for exp in ("batch_sweep", "norms", "group_sweep", "renorm"):
+        for r in plan.plan_experiment(wuhe(exp), planner)[0]:
+            norms.setdefault(str(dict(r.cfg.norm)), r.cfg)
+    assert len(norms) >= 10  # BN per device, plain BN, GN G = 32, LN, IN, G = 2..64, channels per group, BRN
+    for cfg in norms.values():
+        model = build_model(cfg.model, NormSpec.from_config(cfg.norm), (3, 32, 32), 2)
+        assert sum(p.numel() for p in model.parameters()) > 2e7

@@ -323,27 +323,34 @@ class GhostBatchNorm(BatchNorm):
 @register("batch_renorm")
 class BatchRenorm(BatchNorm):
     """Ioffe 2017: x_hat = (x - mu_B) / sigma_B * r + d with r = clip(sigma_B / sigma, 1/r_max, r_max)
-    and d = clip((mu_B - mu) / sigma, -d_max, d_max), r and d held constant in the backward pass."""
+    and d = clip((mu_B - mu) / sigma, -d_max, d_max), r and d held constant in the backward pass.
+    ``virtual_devices`` > 1 takes the batch statistics (and r, d) per slice, as ``ghost_batch`` does."""
 
     def __init__(self, num_channels: int, r_max: float = 1.5, d_max: float = 0.5, eps: float = 1e-5,
-                 momentum: float = 0.01, affine: bool = True):
+                 momentum: float = 0.01, affine: bool = True, virtual_devices: int = 1):
+        if virtual_devices < 1:
+            raise ConfigError("norm.virtual_devices", virtual_devices, "must be a positive integer")
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
-        self.r_max, self.d_max = r_max, d_max
+        self.r_max, self.d_max, self.virtual_devices = r_max, d_max, virtual_devices
 
     def forward(self, x):
         self._check_input_dim(x)
         if not self.training:
             return self._eval_normalize(x)
-        dims = _reduce_dims(x)
-        mean = x.mean(dims)
-        var = x.var(dims, unbiased=False)
+        d, n, c = self.virtual_devices, x.size(0), x.size(1)
+        if n % d:
+            raise ValueError(f"batch of {n} does not split into norm.virtual_devices={d} equal slices")
+        slices = x.reshape(d, n // d, c, -1)
+        mean = slices.mean(dim=(1, 3), keepdim=True)
+        var = slices.var(dim=(1, 3), unbiased=False, keepdim=True)
         std = torch.sqrt(var + self.eps)
-        running_std = torch.sqrt(self.running_var + self.eps)
+        running_std = torch.sqrt(self.running_var + self.eps).view(1, 1, c, 1)
         r = (std.detach() / running_std).clamp(1 / self.r_max, self.r_max)
-        d = ((mean.detach() - self.running_mean) / running_std).clamp(-self.d_max, self.d_max)
-        y = (x - _per_channel(mean, x)) / _per_channel(std, x) * _per_channel(r, x) + _per_channel(d, x)
-        m = x.numel() // x.size(1)
-        self._update_running(mean, var * m / max(m - 1, 1))
+        shift = ((mean.detach() - self.running_mean.view(1, 1, c, 1)) / running_std).clamp(-self.d_max,
+                                                                                          self.d_max)
+        y = ((slices - mean) / std * r + shift).reshape(x.shape)
+        m = slices.size(1) * slices.size(3)
+        self._update_running(mean.mean(dim=(0, 1, 3)), var.mean(dim=(0, 1, 3)) * m / max(m - 1, 1))
         return self._affine(y)
 
 

@@ -120,7 +120,7 @@ def dry_run_lines(capsys, *args) -> list[str]:
 
 
 def test_dry_run_lists_first_stage_commands(tmp_path, capsys):
-    lines = dry_run_lines(capsys, "--profile", "smoke", "--outputs", str(tmp_path))
+    lines = dry_run_lines(capsys, "--profile", "smoke", "--outputs", str(tmp_path), "--only", "IS")
     commands = [line for line in lines if line.startswith("normexp-train ")]
     assert len(commands) == 2 + 6  # fig1: nobn, bn; lr_tolerance: the six search lrs (one seed each)
     assert any(line.startswith("# later stage not listed yet: the lr search") for line in lines)
@@ -205,6 +205,8 @@ def test_paper_profile_cells_build_and_take_a_step(tmp_path):
     torch.set_num_threads(1)  # tiny batches: extra threads only wait on a busy machine
     for exp in spec.discover():
         cells = exp.cells("paper")
+        if not cells:  # cells a stage builds (Wu & He's ResNet cells): tests/test_wuhe.py builds them
+            continue
         for extra in exp.params.get("after_search", []):  # stage-2 cells at an example eta0
             lr = f"optim.lr={extra['multiple'] * 0.01:g}"
             cells.append(spec.CellSpec(extra["name"], (*extra["overrides"], lr)))

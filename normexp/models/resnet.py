@@ -1,7 +1,9 @@
 """CIFAR-style ResNet (He et al. 2016): depth 6n+2, three stages of n basic blocks, widths 16/32/64 x width.
 
 Shortcuts that change shape are 1x1 convs followed by the norm. ``zero_init_last`` sets the last norm's
-gamma in each block to zero, as Wu & He do, so every block starts as the identity.
+gamma in each block to zero, as Wu & He do, so every block starts as the identity. ``stem_stride=2`` halves
+the input's size in the first conv (28 x 28 images: stages at 14, 7 and 4 pixels; a quarter of the compute,
+and last-stage maps of 16 positions, so BN's statistics at a small batch rest on few values).
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ class BasicBlock(nn.Module):
 
 
 def resnet_cifar(in_shape, num_classes: int, norm: NormSpec, depth: int = 20, width: int = 1,
-                 activation: str = "relu", zero_init_last: bool = False):
+                 activation: str = "relu", zero_init_last: bool = False, stem_stride: int = 1):
     if depth < 8 or (depth - 2) % 6:
         raise ConfigError("model.depth", depth, "must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, 110, ...)")
     if norm.placement != "before":
         raise ConfigError("norm.placement", norm.placement, "model=resnet_cifar supports only: before")
+    if stem_stride not in (1, 2):
+        raise ConfigError("model.stem_stride", stem_stride, "choose from: 1, 2")
     n = (depth - 2) // 6
     widths = [16 * width, 32 * width, 64 * width]
-    layers: list[nn.Module] = [conv_block(in_shape[0], widths[0], norm, activation)]
+    layers: list[nn.Module] = [conv_block(in_shape[0], widths[0], norm, activation, stride=stem_stride)]
     c = widths[0]
     for stage, w in enumerate(widths):
         for i in range(n):

@@ -83,8 +83,11 @@ def run_stages(experiments, planner: Planner, args) -> tuple[dict, set[Path]]:
     attempted: set[Path] = set()
     while True:
         plans = {e.id: plan_experiment(e, planner)[0] for e in experiments}
-        todo = [r for runs in plans.values() for r in runs
-                if r.run_dir not in attempted and (r.stale or not r.finished)]
+        unfinished: dict[Path, object] = {}  # a shared run once, under the experiment that planned it first
+        for r in (r for runs in plans.values() for r in runs):
+            if r.run_dir not in attempted and (r.stale or not r.finished):
+                unfinished.setdefault(r.run_dir, r)
+        todo = list(unfinished.values())
         if not todo:
             return plans, attempted
         start_over_stale(todo, lambda text: print(f"normexp-reproduce: {text}"))

@@ -98,6 +98,7 @@ class Planner:
         self.profile, self.outputs, self.jobs, self.check_data = profile, Path(outputs), jobs, check_data
         self.threads = threads if threads is not None else (1 if jobs > 1 else 0)
         self._composed: dict[tuple, tuple] = {}
+        self._shared: dict[tuple, PlannedRun] = {}  # a run's overrides -> the first run planned with them
         self.notices: dict[str, list[str]] = {}
 
     def runtime_overrides(self) -> list[str]:
@@ -152,8 +153,18 @@ class Planner:
                 run_cfg.seed = seed
                 run_dir = self.outputs / self.profile / exp.id / cell.name / f"seed{seed}"
                 seeded = merge_overrides(overrides, [f"seed={seed}"])
+                run_dir, seeded = self._share(exp, run_dir, seeded)
                 planned.append(PlannedRun(exp.id, cell.name, seed, seeded, run_dir, run_cfg, chosen, steps))
         return planned
+
+    def _share(self, exp: Experiment, run_dir: Path, overrides: list[str]) -> tuple[Path, list[str]]:
+        """A run another experiment of this invocation planned with the same overrides is the same run: its
+        run dir (and override order) serve both, so it trains once."""
+        first = self._shared.setdefault(tuple(sorted(overrides)),
+                                        PlannedRun(exp.id, "", 0, overrides, run_dir))
+        if first.experiment != exp.id:
+            return first.run_dir, list(first.overrides)
+        return run_dir, overrides
 
     def _validate(self, exp: Experiment, cell: CellSpec, cfg) -> None:
         try:

@@ -1,0 +1,246 @@
+"""Wu & He 2018 (experiments/wuhe2018): the checks WH-1..WH-5 on hand-built run tables whose answers are
+worked out by hand below, the batch-noise diagnostic against a closed form and against torch's own BatchNorm
+statistics, Batch Renorm per virtual device against one BRN per slice, runs shared between experiments, and
+one paper-profile cell (torchvision ResNet-50, ghost BN) trained for two steps on a tiny ImageNet folder."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from normexp.claims import FAIL, INCONCLUSIVE, PASS, Runs, batch_stat_noise, paired_difference, spread_ratio
+from normexp.norms import create_norm
+from normexp.reproduce import plan
+from normexp.reproduce.plan import Context
+from normexp.reproduce.spec import discover
+
+
+def wuhe(name: str):
+    return next(e for e in discover() if e.id == f"wuhe2018/{name}")
+
+
+def context(name: str, errors: dict[str, list], curves: pd.DataFrame | None = None) -> Context:
+    """A run table of completed runs with these test errors (%) per cell, one seed per value; 'div' is a
+    diverged run."""
+    rows = [(cell, seed, "diverged" if e == "div" else "completed", None if e == "div" else 1 - e / 100)
+            for cell, values in errors.items() for seed, e in enumerate(values)]
+    table = pd.DataFrame(rows, columns=["cell", "seed", "status", "test_acc"])
+    curves = curves if curves is not None else pd.DataFrame(columns=["cell", "seed", "step", "split"])
+    return Context(wuhe(name), "quick", Runs(table, curves))
+
+
+def check(name: str, ref: str, errors: dict, curves=None):
+    return wuhe(name).hook(ref)(context(name, errors, curves))
+
+
+# ---------------------------------------------------------------- checks on hand-built runs
+
+def test_wh1_rise_and_gap():
+    # BN rises 6 points (10 -> 16, 11 -> 17), GN 0.5 (12 -> 12.5, 12.5 -> 13): 6 >= 3 x 0.5; at N=2 GN 12.75
+    # <= BN 16.5 - 2 = 14.5
+    base = {"bn_n32": [10, 11], "bn_n2": [16, 17], "gn_n32": [12, 12.5], "gn_n2": [12.5, 13]}
+    v = check("batch_sweep", "check_wh1", base)
+    assert v.status == PASS, v.outcomes
+    assert v.measured["BN error rise N=32->2 (points)"]["mean"] == pytest.approx(6)
+    assert v.measured["GN error rise N=32->2 (points)"]["mean"] == pytest.approx(0.5)
+    # GN rises 2.5 (12 -> 14.5, 12.5 -> 15): 6 < 3 x 2.5 = 7.5 fails
+    v = check("batch_sweep", "check_wh1", base | {"gn_n2": [14.5, 15]})
+    assert v.status == FAIL and v.outcomes[0].startswith("[fail]")
+    # the gap: GN at N=2 15.6 > BN 16.5 - 2 = 14.5 by 1.1, more than BN's spread 1: fails (GN's rise 1.1 x 3
+    # = 3.3 <= 6 still holds); at 15 the difference 0.5 is within the spread: inconclusive
+    v = check("batch_sweep", "check_wh1", base | {"gn_n32": [14.5, 14.5], "gn_n2": [15.6, 15.6]})
+    assert v.status == FAIL and v.outcomes[0].startswith("[pass]") and v.outcomes[1].startswith("[fail]")
+    # seeds disagree by more than the rise: BN rises 0 and 12 (mean 6, spread 12) -> inconclusive
+    v = check("batch_sweep", "check_wh1", base | {"bn_n2": [10, 23]})
+    assert v.status == INCONCLUSIVE
+    v = check("batch_sweep", "check_wh1", base | {"gn_n32": [14.5, 14.5], "gn_n2": [15, 15]})
+    assert v.status == INCONCLUSIVE and v.outcomes[1].startswith("[inconclusive]")
+    # a missing N=2 run
+    without = {k: v for k, v in base.items() if k != "gn_n2"}
+    assert check("batch_sweep", "check_wh1", without).status == INCONCLUSIVE
+
+
+def test_paired_difference_pairs_seeds_and_counts_diverged():
+    ctx = context("batch_sweep", {"a": [10, 20, "div"], "b": [5, 5, 5]})
+    d = paired_difference(ctx.runs, "a", "b", "a - b")
+    assert d.values == pytest.approx((5, 15)) and d.diverged == 1 and d.missing == 0
+
+
+def test_wh2_order_and_gap():
+    ok = {"bn_n32": [11, 11], "gn_n32": [12, 12.2], "ln_n32": [15, 15], "in_n32": [20, 20]}
+    assert check("norms", "check_wh2", ok).status == PASS  # 20 > 15 > 12.1, 12.1 - 11 = 1.1 <= 1.5
+    v = check("norms", "check_wh2", ok | {"gn_n32": [13, 13]})  # 13 - 11 = 2 > 1.5
+    assert v.status == FAIL and v.outcomes[2].startswith("[fail]")
+    assert check("norms", "check_wh2", ok | {"ln_n32": [21, 21]}).status == FAIL  # LN above IN
+
+
+def test_wh3_in_highest_and_best_in_between():
+    ok = {"ln_n32": [14, 14], "g2_n32": [12, 12], "gn_n32": [12.5, 12.5], "g8_n32": [13, 13],
+          "in_n32": [16, 16]}
+    assert check("group_sweep", "check_wh3", ok).status == PASS  # best G=2 (12) < LN 14, < IN 16
+    assert check("group_sweep", "check_wh3", ok | {"ln_n32": [11, 11]}).status == FAIL  # LN is lowest
+    assert check("group_sweep", "check_wh3", ok | {"g8_n32": [17, 17]}).status == FAIL  # IN not highest
+
+
+def percentile_curves(widths: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """Per cell (two seeds), a probe curve whose 1-99 spread goes from widths[cell][0] to widths[cell][1]."""
+    rows = []
+    for cell, (first, last) in widths.items():
+        for seed in (0, 1):
+            for step, w in ((0, first), (50, (first + last) / 2), (100, last)):
+                rows.append({"cell": cell, "seed": seed, "step": step, "split": "probe",
+                             "probe": "activations", "0.9/all/p1": -w / 2, "0.9/all/p20": -w / 4,
+                             "0.9/all/p80": w / 4, "0.9/all/p99": w / 2})
+    return pd.DataFrame(rows)
+
+
+def test_spread_ratio_is_final_over_initial_1_99_width():
+    curve = percentile_curves({"none": (2.0, 8.0)})
+    assert spread_ratio(curve[curve["seed"] == 0]) == pytest.approx(4.0)
+
+
+def test_wh4_spread_grows_more_without_normalization():
+    errors = {"none": [10, 10], "bn": [10, 10], "gn": [10, 10]}
+    # ratios: none 8 / 2 = 4, BN 2.2 / 2 = 1.1, GN 2.4 / 2 = 1.2
+    curves = percentile_curves({"none": (2, 8), "bn": (2, 2.2), "gn": (2, 2.4)})
+    assert check("percentiles", "check_wh4", errors, curves).status == PASS
+    curves = percentile_curves({"none": (2, 2), "bn": (2, 2.2), "gn": (2, 2.4)})  # 1 < 1.1
+    assert check("percentiles", "check_wh4", errors, curves).status == FAIL
+
+
+def test_wh5_renorm_below_bn():
+    others = {"bn_n4": [14, 14], "gn_n4": [12, 12]}
+    assert check("renorm", "check_wh5", others | {"brn_n4": [13, 13]}).status == PASS
+    assert check("renorm", "check_wh5", others | {"brn_n4": [15, 15]}).status == FAIL
+    assert check("renorm", "check_wh5", others | {"brn_n4": [12, 16]}).status == INCONCLUSIVE  # spread 4 > 0
+
+
+# ---------------------------------------------------------------- the batch-noise diagnostic
+
+def test_batch_noise_of_gaussian_input_matches_the_closed_form():
+    """A BN layer fed i.i.d. Gaussian values: around the sample's own mean and variance (T images), a batch of
+    m = N x positions values has RMS relative mean error sqrt((1 - N / T) / m) and variance error close to
+    sqrt(2m - 1) / m."""
+    torch.manual_seed(0)
+    images, positions = 2048, 16
+    x = 3.0 + 2.5 * torch.randn(images, 32, 4, 4)
+    table = batch_stat_noise(nn.Sequential(nn.BatchNorm2d(32)), x, [2, 32]).set_index("N")
+    for n in (2, 32):
+        m = n * positions
+        assert table.loc[n, "values_per_batch"] == m and table.loc[n, "batches"] == images // n
+        assert table.loc[n, "mean_error"] == pytest.approx(math.sqrt((1 - n / images) / m), rel=0.05)
+        assert table.loc[n, "var_error"] == pytest.approx(math.sqrt(2 * m - 1) / m, rel=0.07)
+
+
+def test_batch_noise_matches_torch_batchnorm_statistics_in_a_small_net():
+    """Independently: the input of the second BN (the net's first four layers in eval mode), cut into
+    batches of N; torch's BatchNorm2d with momentum 1 gives each batch's mean and unbiased variance."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6))
+    net[1].running_mean.uniform_(-0.5, 0.5)
+    net[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(512, 3, 8, 8)
+    table = batch_stat_noise(net, x, [4, 16], chunk=128).set_index(["layer", "N"])
+    net.eval()
+    with torch.no_grad():
+        h = net[:4](x).double()
+    pop_mean, pop_var = h.mean(dim=(0, 2, 3)), h.var(dim=(0, 2, 3), unbiased=False)
+    for n in (4, 16):
+        mean_sq, var_sq = [], []
+        for b in h.split(n):
+            bn = nn.BatchNorm2d(6, momentum=1.0).double().train()
+            bn(b)
+            m = b.numel() // 6
+            mean_sq.append((bn.running_mean - pop_mean) ** 2 / pop_var)
+            var_sq.append((bn.running_var * (m - 1) / m / pop_var - 1) ** 2)
+        expected_mean = torch.stack(mean_sq).mean().sqrt().item()
+        expected_var = torch.stack(var_sq).mean().sqrt().item()
+        assert table.loc[("4", n), "mean_error"] == pytest.approx(expected_mean, rel=1e-6)
+        assert table.loc[("4", n), "var_error"] == pytest.approx(expected_var, rel=1e-6)
+    assert list(table.reset_index()["depth"].unique()) == [0, 1]
+    assert net.training is False  # batch_stat_noise restores the mode it found (eval here)
+
+
+# ---------------------------------------------------------------- Batch Renorm per virtual device
+
+def test_batch_renorm_per_virtual_device_equals_one_brn_per_slice():
+    torch.manual_seed(2)
+    x = torch.randn(8, 3, 4, 4) * 2 + 1
+    ghost = create_norm("batch_renorm", 3, virtual_devices=2)
+    ghost.running_mean.fill_(0.8)
+    ghost.running_var.fill_(3.0)
+    y = ghost(x)
+    halves = []
+    for part in x.split(4):
+        one = create_norm("batch_renorm", 3)
+        one.running_mean.fill_(0.8)
+        one.running_var.fill_(3.0)
+        halves.append(one(part))
+    torch.testing.assert_close(y, torch.cat(halves))
+    # running statistics: the slices' mean of means and of unbiased variances, at momentum 0.01
+    slices = x.reshape(2, 4, 3, -1)
+    mean = slices.mean(dim=(1, 3)).mean(0)
+    var = slices.var(dim=(1, 3), unbiased=True).mean(0)
+    torch.testing.assert_close(ghost.running_mean, 0.99 * 0.8 + 0.01 * mean)
+    torch.testing.assert_close(ghost.running_var, 0.99 * 3.0 + 0.01 * var)
+
+
+# ---------------------------------------------------------------- shared runs, the paper profile
+
+def test_cells_shared_between_experiments_train_once(tmp_path):
+    planner = plan.Planner("smoke", tmp_path, jobs=1)
+    runs = {e.id: plan.plan_experiment(e, planner)[0] for e in discover() if e.id.startswith("wuhe2018/")}
+    sweep = {r.cell: r for r in runs["wuhe2018/batch_sweep"]}
+    norms = {r.cell: r for r in runs["wuhe2018/norms"]}
+    assert norms["bn_n32"].run_dir == sweep["bn_n32"].run_dir and norms["gn_n32"].overrides == \
+        sweep["gn_n32"].overrides
+    assert "batch_sweep" not in str(norms["ln_n32"].run_dir)
+    # the lr follows N (base_lr 0.8 at N = 32), the optimizer batch is 8 N, plain BN's is N
+    assert "optim.lr=0.05" in sweep["bn_n2"].overrides and "data.batch_size=16" in sweep["bn_n2"].overrides
+    plain = sweep["bn_plain_n8"].overrides  # 0.8 x 8 / 256
+    assert "data.batch_size=8" in plain and "norm=batch" in plain and "optim.lr=0.025" in plain
+
+
+@pytest.mark.slow
+def test_paper_profile_cell_trains_two_steps_on_a_tiny_imagenet_folder(tmp_path):
+    """The paper profile's bn_n2 cell (torchvision ResNet-50, BN per virtual device of 2 images, optimizer
+    batch 16): composed as planned, with the data root pointed at a tiny folder and two steps."""
+    from PIL import Image
+
+    from normexp.config import compose
+    from normexp.models import build_model
+    from normexp.norms import NormSpec
+    from normexp.train import run
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for cls in ("a", "b"):
+            (tmp_path / "imagenet" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "imagenet" / split / cls / f"{i}.png")
+    planner = plan.Planner("paper", tmp_path / "out", jobs=1, check_data=False)
+    planned = {r.cell: r for r in plan.plan_experiment(wuhe("batch_sweep"), planner)[0] if r.seed == 0}
+    r = planned["bn_n2"]
+    assert "model=resnet50" in r.overrides and "norm.virtual_devices=8" in r.overrides
+    assert "data.batch_size=16" in r.overrides and "train.steps=8007293" in r.overrides  # 100 x 1281167 // 16
+    small = [f"data.root={tmp_path / 'imagenet'}", "data.crop=32", "data.num_classes=2", "data.workers=0",
+             "data.eval_batch_size=4", "train.steps=2", "train.eval_every=0", "train.log_every=1",
+             "train.checkpoint_every=0", "train.threads=1"]
+    cfg = compose([o for o in r.overrides if not o.startswith("train.")] + small)
+    torch.manual_seed(0)
+    summary = run(cfg, tmp_path / "run", overrides=r.overrides)
+    assert summary["status"] == "completed" and summary["step"] == 2 and math.isfinite(summary["train_loss"])
+    # every other paper-profile ResNet cell builds (one model per distinct norm config)
+    norms = {}
+    for exp in ("batch_sweep", "norms", "group_sweep", "renorm"):
+        for r in plan.plan_experiment(wuhe(exp), planner)[0]:
+            norms.setdefault(str(dict(r.cfg.norm)), r.cfg)
+    assert len(norms) >= 10  # BN per device, plain BN, GN G = 32, LN, IN, G = 2..64, channels per group, BRN
+    for cfg in norms.values():
+        model = build_model(cfg.model, NormSpec.from_config(cfg.norm), (3, 32, 32), 2)
+        assert sum(p.numel() for p in model.parameters()) > 2e7

@@ -20,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from normexp.config import compose
 from normexp.records import FINISHED, LOCK, MODEL, SUMMARY, RunDirBusy, read_json, read_metrics
+from normexp.sweep import job_key
 from normexp.train import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -120,12 +122,17 @@ SWEEP_JOB = ["model=mlp", "data=mnist5k", "profile=smoke", "device=cpu", "norm=b
 SEEDS = (0, 1, 2)
 
 
+def job_dirs(sweep: Path) -> dict[int, Path]:
+    """seed -> the job's run dir (a sweep names its job folders by their config)."""
+    return {yaml.safe_load((c.parent / "config.yaml").read_text())["seed"]: c.parent
+            for c in sweep.glob("*/metrics.jsonl")}
+
+
 def logged_steps(sweep: Path, since: float = 0.0) -> list[int]:
-    """Per job of the sweep: the last training step logged (0 when none), or -1 for a job that has written
-    no metrics since ``since`` or has finished."""
+    """Per job of the sweep that has started: the last training step logged (0 when none), or -1 for a job
+    that has written no metrics since ``since`` or has finished."""
     steps = []
-    for i in range(len(SEEDS)):
-        job = sweep / str(i)
+    for job in job_dirs(sweep).values():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the line being written may be torn
             records = read_metrics(job)
@@ -160,7 +167,7 @@ def test_sigterm_and_sigkill_of_a_parallel_sweep_then_rerun_gives_the_uninterrup
     for i, seed in enumerate(SEEDS):  # the uninterrupted sweep, one job after another in this process
         reference = tmp_path / "reference" / str(i)
         run(compose([*SWEEP_JOB, f"seed={seed}", "train.threads=1", "train.progress=false"]), reference)
-        job = sweep / str(i)
+        job = job_dirs(sweep)[seed]
         assert without_timing(read_json(job / SUMMARY)) == without_timing(read_json(reference / SUMMARY))
         assert ([without_timing(r) for r in read_metrics(job)]
                 == [without_timing(r) for r in read_metrics(reference)])
@@ -239,7 +246,7 @@ def long_run(steps: int | str = 100_000) -> list[str]:
 @LINUX_ONLY
 @pytest.mark.slow
 def test_one_writer_per_run_dir_a_second_one_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, start):
-    run_dir = tmp_path / "sweep" / "0"
+    run_dir = tmp_path / "sweep" / job_key(compose(long_run()))  # the sweep's job folder of the long run
     train_cli = str(BIN / "normexp-train")
     holder = start([train_cli, *long_run(), f"hydra.run.dir={run_dir}"], tmp_path / "holder.log", tmp_path)
     deadline = time.monotonic() + 300
@@ -257,7 +264,7 @@ def test_one_writer_per_run_dir_a_second_one_is_refused_and_a_dead_ones_lock_is_
     assert (tmp_path / "second.log").read_text() == f"normexp-train: error: {busy}\n"  # one line
     assert sweep.wait(timeout=300) == 0, (tmp_path / "sweep.log").read_text()[-2000:]
     assert f"normexp-train: skipped: {busy}\n" in (tmp_path / "sweep.log").read_text()
-    assert read_json(run_dir.parent / "1" / SUMMARY)["status"] == "completed"
+    assert read_json(run_dir.parent / job_key(compose(long_run(20))) / SUMMARY)["status"] == "completed"
     with pytest.raises(RunDirBusy, match=f"in use by process {holder.pid} "):
         run(compose(long_run(20)), run_dir)
     assert holder.poll() is None and not (run_dir / SUMMARY).exists()  # the holder trains on, undisturbed

@@ -159,6 +159,7 @@ SCHEMA = {
     "data.train_subset": integer(1, optional=True),
     "data.test_subset": integer(1, optional=True),
     "data.normalize": one_of("standardize", "unit", "none"),
+    "data.reduction": one_of("mean", "sum"),
     "data.binarize": flag(),
     "data.crop_padding": integer(0),
     "data.flip": flag(),

@@ -9,9 +9,11 @@ and returns a :class:`Verdict`. The rule, :data:`RULE`, is the only one; it is p
 
 from .lr_search import cells_at_multiples, format_value, grid_cells, largest_training_lr, trains
 from .measures import percentile_columns, percentile_drift
+from .probe_stats import paired_difference, probe_costs, probe_median, probe_values
 from .runs import Pending, Runs, steps_to, steps_to_target, value_at
 from .verdict import FAIL, INCONCLUSIVE, PASS, RULE, Cell, Outcome, Verdict, combine, compare
 
 __all__ = ["FAIL", "INCONCLUSIVE", "PASS", "RULE", "Cell", "Outcome", "Pending", "Runs", "Verdict",
            "cells_at_multiples", "combine", "compare", "format_value", "grid_cells", "largest_training_lr",
-           "percentile_columns", "percentile_drift", "steps_to", "steps_to_target", "trains", "value_at"]
+           "paired_difference", "percentile_columns", "percentile_drift", "probe_costs", "probe_median",
+           "probe_values", "steps_to", "steps_to_target", "trains", "value_at"]

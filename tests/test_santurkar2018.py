@@ -143,7 +143,8 @@ def test_st2_on_hand_built_runs():
     check = hook("fig2_noisy.check_st2")
 
     def runs(noisy_acc, noisy_drift):
-        rows = [row("std_lr0.1", s, acc=0.80) for s in (0, 1)] + [row("bn_lr0.1", s, acc=0.95) for s in (0, 1)]
+        rows = [row("std_lr0.1", s, acc=0.80) for s in (0, 1)]
+        rows += [row("bn_lr0.1", s, acc=0.95) for s in (0, 1)]
         rows += [row("noisy_bn_lr0.1", s, acc=noisy_acc) for s in (0, 1)]
         curves = []
         for s in (0, 1):
@@ -258,7 +259,7 @@ def test_paper_profile_cell_runs_on_tiny_cifar10_files(tmp_path, monkeypatch):
     (run, *_) = planner.runs(exp, [c for c in exp.cells("paper") if c.name == "bn_lr0.1"])
     assert run.cfg.model.layout[0] == 64 and run.cfg.data.name == "cifar10" and run.cfg.train.steps == 15000
     assert run.cfg.data.crop_padding == 0 and run.cfg.data.flip is False  # no augmentation
-    assert run.cfg.probes.ics.every == 750 and run.cfg.probes.hessian.every == 1500
+    assert run.cfg.probes.ics.every == 1500 and run.cfg.probes.hessian.every == 3000
     smoke = merge_overrides(run.overrides, ["train.steps=2", "data.batch_size=8", "train.eval_every=1",
                                             "train.log_every=1", "train.checkpoint_every=0",
                                             "probes.hessian.max_iter=3", "train.threads=1"])

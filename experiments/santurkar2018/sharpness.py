@@ -1,5 +1,5 @@
 """Beyond the paper: sharpness over training. The top Hessian eigenvalue of the training loss (BN in train
-mode: the loss being optimized) every 10% of the run, Standard and BN at lr 0.1, with the 2/lr line of the
+mode: the loss being optimized) every 20% of the run, Standard and BN at lr 0.1, with the 2/lr line of the
 edge-of-stability picture (Cohen et al. 2021). A figure and a table; no verdict."""
 
 from __future__ import annotations

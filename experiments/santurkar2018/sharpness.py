@@ -22,7 +22,8 @@ def sharpness_figure(ctx):
     table = ctx.runs.table
     for lr in table.loc[table["cell"].isin(ctx.params["hessian_cells"]), "optim.lr"].unique():
         ax.axhline(2 / float(lr), color="k", linestyle="--", lw=1, label=f"2 / lr = {2 / float(lr):g}")
-    ax.set(xlabel="steps", ylabel="top Hessian eigenvalue", yscale="log",
+    ax.set_yscale("symlog", linthresh=1.0)  # the largest-magnitude eigenvalue may be negative early on
+    ax.set(xlabel="steps", ylabel="top Hessian eigenvalue (symlog)",
            title="VGG: sharpness over training")
     ax.legend(fontsize=7)
     return fig

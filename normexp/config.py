@@ -161,6 +161,7 @@ SCHEMA = {
     "data.train_subset": integer(1, optional=True),
     "data.test_subset": integer(1, optional=True),
     "data.normalize": check_normalize,
+    "data.reduction": one_of("mean", "sum"),
     "data.binarize": flag(),
     "data.crop_padding": integer(0),
     "data.flip": flag(),

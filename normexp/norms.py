@@ -223,30 +223,51 @@ class RMSNorm(Norm, nn.Module):
         return y if self.weight is None else y * _per_channel(self.weight, x)
 
 
+def santurkar_noise(a: torch.Tensor, mean_range: float, std_low: float, std_high: float, shift_jitter: float,
+                    scale_jitter: float) -> torch.Tensor:
+    """Santurkar et al.'s Alg. 1 noise on (N, C, ...) activations: per unit mu_j ~ U(-mean_range, mean_range)
+    and sigma_j ~ U(std_low, std_high), per element m ~ U(mu_j - shift_jitter, mu_j + shift_jitter) and
+    s ~ N(sigma_j, scale_jitter); returns s * a + m (fresh draws at every call)."""
+    c = a.size(1)
+    unit_mean = _per_channel((torch.rand(c, device=a.device) * 2 - 1) * mean_range, a)
+    unit_std = _per_channel(std_low + torch.rand(c, device=a.device) * (std_high - std_low), a)
+    m = unit_mean + (torch.rand_like(a) * 2 - 1) * shift_jitter
+    s = unit_std + torch.randn_like(a) * scale_jitter
+    return s * a + m
+
+
 @register("batch_noisy")
 class NoisyBatchNorm(BatchNorm):
-    """Santurkar et al.'s Alg. 1: after BN, at every training step draw per unit mu_j ~ U(-mean_range,
-    mean_range) and sigma_j ~ U(std_low, std_high), then per element m ~ U(mu_j - shift_jitter,
-    mu_j + shift_jitter) and s ~ N(sigma_j, scale_jitter), and output s * a + m. No noise in eval mode."""
+    """Santurkar et al.'s Alg. 1: BN, then in train mode :func:`santurkar_noise` on its output at every
+    step. No noise in eval mode."""
 
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  mean_range: float = 0.5, std_low: float = 1.0, std_high: float = 1.25,
                  shift_jitter: float = 0.1, scale_jitter: float = 0.1):
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine)
-        self.mean_range, self.std_low, self.std_high = mean_range, std_low, std_high
-        self.shift_jitter, self.scale_jitter = shift_jitter, scale_jitter
+        self.noise = dict(mean_range=mean_range, std_low=std_low, std_high=std_high,
+                          shift_jitter=shift_jitter, scale_jitter=scale_jitter)
 
     def forward(self, x):
         a = super().forward(x)
-        if not self.training:
-            return a
-        c = a.size(1)
-        unit_mean = _per_channel((torch.rand(c, device=a.device) * 2 - 1) * self.mean_range, a)
-        spread = self.std_high - self.std_low
-        unit_std = _per_channel(self.std_low + torch.rand(c, device=a.device) * spread, a)
-        m = unit_mean + (torch.rand_like(a) * 2 - 1) * self.shift_jitter
-        s = unit_std + torch.randn_like(a) * self.scale_jitter
-        return s * a + m
+        return santurkar_noise(a, **self.noise) if self.training else a
+
+
+@register("noise")
+class Noise(Norm, nn.Module):
+    """No normalization, only Santurkar et al.'s noise (:func:`santurkar_noise`) in train mode: their
+    "Standard + noise" network (Fig 2), with the constants of ``norm=batch_noisy``."""
+
+    has_shift = False
+
+    def __init__(self, num_channels: int, mean_range: float = 0.5, std_low: float = 1.0,
+                 std_high: float = 1.25, shift_jitter: float = 0.1, scale_jitter: float = 0.1):
+        super().__init__()
+        self.noise = dict(mean_range=mean_range, std_low=std_low, std_high=std_high,
+                          shift_jitter=shift_jitter, scale_jitter=scale_jitter)
+
+    def forward(self, x):
+        return santurkar_noise(x, **self.noise) if self.training else x
 
 
 @register("lp")

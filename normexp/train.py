@@ -55,8 +55,12 @@ from normexp.sweep import RESUME_MAY_CHANGE, check_launcher, flat
 from normexp.workers import pinned_device, start_warm_workers_early
 
 
-def make_loss(task: str):
-    if task == "regression":  # ||f(x) - y||^2 per example, averaged over the batch (Santurkar's DLN loss)
+def make_loss(task: str, reduction: str = "mean"):
+    """Cross-entropy (batch mean), or for regression ||f(x) - y||^2 per example, averaged or summed over the
+    batch (``data.reduction``; Santurkar's DLN loss: see experiments/santurkar2018/README.md)."""
+    if task == "regression":
+        if reduction == "sum":
+            return lambda out, y: (out - y).pow(2).sum()
         return lambda out, y: (out - y).pow(2).sum(dim=1).mean()
     return F.cross_entropy
 
@@ -274,7 +278,7 @@ def build_loop(cfg: DictConfig, device: torch.device, record: RunRecord, checkpo
     steps = total_steps(cfg, data.n_train)
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_schedule(cfg.schedule, optimizer, steps)
-    loss_fn = make_loss(data.info.task)
+    loss_fn = make_loss(data.info.task, cfg.data.get("reduction", "mean"))
     probes = ProbeSet(cfg.get("probes"), model, data, loss_fn, int(cfg.seed))
     window = Window(device, float(cfg.train.diverge_loss))
     trackers = build_trackers(cfg, record.dir, run_name=record.dir.name) if distributed.rank() == 0 else []

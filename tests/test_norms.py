@@ -241,6 +241,26 @@ def test_noisy_bn_noise_has_the_moments_of_santurkar_alg1():
     torch.testing.assert_close(layer(x), ref(x))
 
 
+def test_noise_norm_is_the_noise_of_noisy_bn_without_the_normalization():
+    """Santurkar's "Standard + noise": the same draws as noisy BN's (same RNG state) applied to the raw input,
+    so noise(BN(x)) with BN a plain torch BatchNorm equals batch_noisy(x); eval mode passes x through."""
+    x = _input(6, 4, 3, 3)
+    noisy, noise = create_norm("batch_noisy", 4), create_norm("noise", 4)
+    _randomize_affine(noisy)
+    ref = nn.BatchNorm2d(4)
+    _copy_params(noisy, ref)
+    torch.manual_seed(3)
+    expected = noisy(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(noise(ref(x)), expected)
+    # shift noise alone on a zero input: per unit within mu_j +- 0.1, mu_j within +-0.5
+    out = noise(torch.zeros(500, 4))
+    assert out.abs().max() < 0.6 + 1e-6 and (out.amax(0) - out.amin(0)).max() < 0.2 + 1e-6
+    assert NormSpec.from_config({"name": "noise"}).shifts is False  # the preceding layer keeps its bias
+    noise.eval()
+    assert torch.equal(noise(x), x)
+
+
 # ---------------------------------------------------------------- ghost, renorm, frozen, sync without a group
 
 def test_ghost_batch_norm_is_bn_per_slice():

@@ -35,7 +35,8 @@ class Runs:
         keep = (c["cell"] == cell) & (c["seed"] == seed) & (c["split"] == split)
         if probe is not None:
             keep &= c["probe"] == probe
-        return c[keep].dropna(axis=1, how="all").sort_values("step")
+        rows = c[keep]
+        return rows if rows.empty else rows.dropna(axis=1, how="all").sort_values("step")
 
     def cell(self, name: str, value: Callable[[pd.Series], float] | str = "test_acc",
              label: str | None = None) -> Cell:

@@ -3,6 +3,7 @@ between two cells, and the spread of activation-percentile curves."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pandas as pd
@@ -20,14 +21,20 @@ def error_percent(row) -> float:
 
 def paired_difference(runs: Runs, a: str, b: str, label: str, value=error_percent) -> Cell:
     """Per seed number, ``value(a) - value(b)`` (seeds paired by their number, as they share data order and
-    init). A pair with a diverged run counts as diverged; a pair with an absent or failed run as missing."""
+    init); ``value`` is a summary column or a function of the run's row. A pair with a diverged run counts
+    as diverged; a pair with an absent or failed run, or without a finite difference, as missing."""
+    if isinstance(value, str):
+        column, value = value, lambda row: row[column]  # noqa: E731
     rows = {c: {int(r["seed"]): r for _, r in runs.rows(c).iterrows()} for c in (a, b)}
     values, diverged, missing = [], 0, 0
     for seed in sorted(set(rows[a]) | set(rows[b])):
         pair = [rows[c].get(seed) for c in (a, b)]
         statuses = {None if r is None else r["status"] for r in pair}
-        if statuses == {"completed"}:
-            values.append(float(value(pair[0])) - float(value(pair[1])))
+        difference = float(value(pair[0])) - float(value(pair[1])) if statuses == {"completed"} else None
+        if difference is not None and math.isfinite(difference):
+            values.append(difference)
+        elif statuses == {"completed"}:
+            missing += 1
         elif statuses <= {"completed", "diverged"}:
             diverged += 1
         else:

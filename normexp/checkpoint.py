@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normexp.errors import printable
+from normexp.errors import ConfigError, printable
 from normexp.records import CHECKPOINT, MODEL, atomic_write_bytes
 
 
@@ -65,6 +65,14 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
     """The final ``state_dict`` (parameters and buffers such as BN running statistics) as ``model.pt``."""
     _save(model.state_dict(), Path(run_dir) / MODEL)
+
+
+def load_weights(path: str | Path) -> dict:
+    """A ``model.pt`` (``train.save_final``) to start another run from (``train.init_from``)."""
+    if not Path(path).is_file():
+        raise ConfigError("train.init_from", str(path), "must be the path of a model.pt (saved by a run with "
+                          "train.save_final=true)")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:

@@ -148,6 +148,7 @@ SCHEMA = {
     "train.checkpoint_every": integer(0),
     "train.resume": flag(),
     "train.save_final": flag(),
+    "train.init_from": text(optional=True),
     "train.diverge_loss": number(0, strict=True, finite=False),  # inf: only non-finite losses
     "train.threads": integer(0),
     "train.world_size": integer(1),

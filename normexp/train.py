@@ -29,7 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from normexp import __version__, distributed, lifecycle
-from normexp.checkpoint import UnsafeCheckpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from normexp.checkpoint import (
+    UnsafeCheckpoint,
+    load_checkpoint,
+    load_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from normexp.checkpoint import save_weights as save_model_weights
 from normexp.config import (
     CONFIG_DIR,
@@ -272,6 +279,8 @@ def build_loop(cfg: DictConfig, device: torch.device, record: RunRecord, checkpo
     seed_everything(int(cfg.seed))
     data = build_data(cfg.data, device, int(cfg.seed))
     model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)
+    if cfg.train.get("init_from") and checkpoint is None:  # a resumed run has its own weights
+        model.load_state_dict(load_weights(cfg.train.init_from))
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -203,10 +203,15 @@ def plan_experiment(exp: Experiment, planner: Planner) -> tuple[list[PlannedRun]
     stages = exp.spec.get("stages")
     if not stages:
         return runs, None
-    try:
-        ctx = Context(exp, planner.profile, LazyRuns(run_table(runs)))
-        more = [CellSpec(c["name"], tuple(c.get("overrides", []))) for c in exp.hook(stages)(ctx)]
-    except Pending as waiting:
-        return runs, str(waiting)
     known = {c.name for c in cells}
-    return runs + planner.runs(exp, [c for c in more if c.name not in known]), None
+    while True:  # the hook sees the runs of its own earlier cells too (e.g. a search's earlier rounds)
+        try:
+            ctx = Context(exp, planner.profile, LazyRuns(run_table(runs)))
+            more = [CellSpec(c["name"], tuple(c.get("overrides", []))) for c in exp.hook(stages)(ctx)]
+        except Pending as waiting:
+            return runs, str(waiting)
+        new = [c for c in more if c.name not in known]
+        if not new:
+            return runs, None
+        runs += planner.runs(exp, new)
+        known |= {c.name for c in new}

@@ -76,8 +76,16 @@ def test_second_invocation_runs_nothing_and_an_interrupted_run_is_redone_alone(s
     real = execute.train_one
     counted = lambda cfg, run_dir, *a: calls.append(run_dir) or real(cfg, run_dir, *a)  # noqa: E731
     monkeypatch.setattr(execute, "train_one", counted)
+    # the landscape section's surfaces and spectra are read back from the run dirs, not computed again
+    from normexp.landscape import curvature, surface
+    computed = []
+    monkeypatch.setattr(surface, "compute_surface", lambda *a, **k: computed.append("surface"))
+    monkeypatch.setattr(curvature, "spectrum", lambda *a, **k: computed.append("spectrum"))
     assert reproduce.main(smoke_args(smoke.results, smoke.outputs)) == 0
-    assert calls == []
+    assert calls == [] and computed == []
+    landscape = smoke.results / "smoke" / "landscape" / "santurkar_vgg"
+    landscape = json.loads((landscape / "claims.json").read_text())
+    assert landscape["errors"] == [] and len(landscape["figures"]) == 3
     record = json.loads((smoke.results / "smoke" / "ioffe2015" / "fig1_mnist" / "claims.json").read_text())
     assert record["runs_run"] == 0 and record["runs"] == {"planned": 2, "completed": 2}
     assert "this invocation ran 0 of the" in (smoke.results / "REPORT.md").read_text()
@@ -214,7 +222,8 @@ def test_paper_profile_cells_build_and_take_a_step(tmp_path):
         if not cells:  # every cell comes from the stages hook (experiments/practice: the lr map, SD-6)
             continue
         runs = planner.runs(exp, cells)
-        assert {r.choices["profile"] for r in runs} == {"paper"} and {r.seed for r in runs} == {0, 1, 2}
+        assert {r.choices["profile"] for r in runs} == {"paper"}
+        assert {r.seed for r in runs} == set(exp.seeds("paper"))
         for r in runs[::3]:
             info = data_info(r.cfg.data)
             norm = NormSpec.from_config(r.cfg.norm)
@@ -257,6 +266,36 @@ def test_a_users_spec_folder_runs_through_the_pipeline(tmp_path):
     assert claim["measured"]["BN acc"]["mean"] == pytest.approx(bn)
     assert (out / "accuracy.png").stat().st_size > 1000
     assert "my_exp/gn_vs_bn: GN vs BN" in (results / "REPORT.md").read_text()
+
+
+def test_a_spec_without_claims_reports_its_figures_and_tables_and_no_verdict(tmp_path, capsys):
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    (folder / "only.yaml").write_text(
+        "title: figures only\nbase: [model=mlp, data=mnist5k, norm=none]\ncells: [{name: c, overrides: []}]\n"
+        "profiles:\n  smoke: {train.steps: 4, train.eval_every: 0.5}\nclaims: {}\n"
+        "plots: {acc: acc_plot}\ntables: {acc: acc_table}\n")
+    (folder / "only.py").write_text(
+        "from normexp.plots import figure\n\n"
+        "def acc_plot(ctx):\n    fig, axes = figure()\n"
+        "    axes[0, 0].plot(ctx.runs.table['test_acc'])\n    return fig\n\n"
+        "def acc_table(ctx):\n    return ctx.runs.table[['cell', 'test_acc']]\n")
+    results = tmp_path / "results"
+    args = smoke_args(results, tmp_path / "outputs", "--spec", str(folder))
+    assert reproduce.main([*args, "--dry-run"]) == 0
+    assert "(no claims: figures and tables only)" in capsys.readouterr().out
+    assert reproduce.main(args) == 0
+    out = results / "smoke" / "figs" / "only"
+    record = json.loads((out / "claims.json").read_text())
+    assert record["claims"] == [] and record["errors"] == [] and record["figures"] == ["acc.png"]
+    acc = pd.read_csv(out / "runs.csv")["test_acc"].item()  # the run's own summary
+    report = (results / "REPORT.md").read_text()
+    assert "| claim |" not in report  # no empty verdict table
+    assert "No claims (figures and tables only, no verdict)." in report
+    assert f"| c | {acc:.4g} |" in report and "](smoke/figs/only/acc.png)" in report
+    (folder / "only.yaml").write_text("title: t\ncells: []\nclaims:\n")
+    with pytest.raises(ConfigError, match=r"only: claims=None.*\{\} for an experiment of figures"):
+        spec.load_specs(folder)
 
 
 def test_bad_spec_paths_and_keys_give_one_line_errors(tmp_path):

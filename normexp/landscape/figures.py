@@ -78,6 +78,16 @@ def draw_surface(surface, folder) -> list[Path]:
 
 def compare(surfaces, path, key: str = "train_loss") -> Path:
     """The surfaces side by side (e.g. BN and Standard), on one colour scale (2D) or one y range (1D)."""
+    fig = compare_figure(surfaces, key)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def compare_figure(surfaces, key: str = "train_loss"):
+    """The matplotlib Figure of :func:`compare`."""
     dims = {s.dims for s in surfaces}
     if len(dims) != 1:
         from normexp.errors import ConfigError
@@ -92,11 +102,7 @@ def compare(surfaces, path, key: str = "train_loss") -> Path:
         for ax, s in zip(axes[0], surfaces, strict=True):
             filled = _contour(ax, s, levels, key)
         fig.colorbar(filled, ax=list(axes[0]), label=f"log10 {key.replace('_', ' ')}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def draw_density(results: dict, path) -> Path:

@@ -99,7 +99,8 @@ def run_stages(experiments, planner: Planner, args) -> tuple[dict, set[Path]]:
 def dry_run(experiments, planner: Planner) -> int:
     for exp in experiments:
         runs, waiting = plan_experiment(exp, planner)
-        print(f"# {exp.id}: {exp.spec['title']} ({', '.join(exp.claim_ids)}), profile {planner.profile}")
+        claims = ", ".join(exp.claim_ids) or "no claims: figures and tables only"
+        print(f"# {exp.id}: {exp.spec['title']} ({claims}), profile {planner.profile}")
         for n in planner.notices.get(exp.id, []):
             print(f"# notice: {n}")
         for r in runs:

@@ -56,17 +56,22 @@ def profile_section(profile: str, records: list[dict], doc: str) -> list[str]:
                   f"{sum(x['run_seconds'] for x in same) / 60:.1f} min"]
     seeds = sorted({tuple(r["seeds"]) for r in records})
     lines += [f"- seeds per cell: {', '.join(str(list(s)) for s in seeds)}", ""]
-    lines += ["| claim | paper figure | the paper reports | we measured (seed mean, spread = max - min) "
-              "| verdict |", "| --- | --- | --- | --- | --- |"]
+    if any(r["claims"] for r in records):
+        lines += claim_table(records, doc, smoke)
+    for r in records:
+        lines += experiment_section(profile, r)
+    return lines
+
+
+def claim_table(records: list[dict], doc: str, smoke: bool) -> list[str]:
+    lines = ["| claim | paper figure | the paper reports | we measured (seed mean, spread = max - min) "
+             "| verdict |", "| --- | --- | --- | --- | --- |"]
     for r in records:
         for c in r["claims"]:
             verdict = VERDICT_MARK.get(c["status"], c["status"]) + (" (not evidence)" if smoke else "")
             claim = f"[{c['id']}]({doc}#{c['id'].lower()})"
             lines.append(f"| {claim} | {c['figure']} | {c['paper']} | {c['sentence']} | {verdict} |")
-    lines.append("")
-    for r in records:
-        lines += experiment_section(profile, r)
-    return lines
+    return lines + [""]
 
 
 def experiment_section(profile: str, r: dict) -> list[str]:
@@ -84,6 +89,8 @@ def experiment_section(profile: str, r: dict) -> list[str]:
     for c in r["claims"]:
         details = "; ".join(c.get("outcomes") or [c["sentence"]])
         lines.append(f"- **{c['id']}** ({c['status']}): {details}")
+    if not r["claims"]:
+        lines.append("No claims (figures and tables only, no verdict).")
     lines.append("")
     for t in r.get("tables", []):
         lines += [f"**{t['name']}** (`{rel}/{t['csv']}`)", "", t["markdown"], ""]

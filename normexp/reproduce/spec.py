@@ -138,6 +138,9 @@ class Experiment:
         for key in ("title", "cells", "claims"):
             if key not in spec:
                 raise ConfigError(f"{exp_id}: {key}", None, "every experiment spec needs it")
+        if not isinstance(spec["claims"], dict):
+            raise ConfigError(f"{exp_id}: claims", spec["claims"],
+                              "a mapping of claim ids ({} for an experiment of figures and tables only)")
         folder_defaults = path.parent / FOLDER_DEFAULTS
         folder = _read_yaml(folder_defaults, str(folder_defaults)) if folder_defaults.exists() else {}
         _check_keys(folder, LAYER_KEYS, str(folder_defaults))

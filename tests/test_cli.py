@@ -138,7 +138,7 @@ def test_bad_input_in_a_real_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "normexp-train: error: norm='bogus' is not valid: choose one of: batch, batch_noisy, batch_renorm, "
-        "frozen_batch, ghost_batch, group, instance, layer, lp, none, rms, sync_batch"]
+        "frozen_batch, ghost_batch, group, instance, layer, lp, noise, none, rms, sync_batch"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
 
 

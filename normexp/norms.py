@@ -142,6 +142,14 @@ def recompute_population_stats(model: nn.Module, batches) -> bool:
     layers = _population_layers(model)
     if not layers:
         return False
+    recompute_running_stats(model, batches, layers)
+    return True
+
+
+@torch.no_grad()
+def recompute_running_stats(model: nn.Module, batches, layers: list[nn.Module]) -> None:
+    """Reset ``layers``' running statistics and accumulate a plain average (momentum=None) over ``batches``
+    in train mode; the model's mode, the layers' momenta and the RNG state are kept."""
     momenta = [m.momentum for m in layers]
     was_training = model.training
     cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()
@@ -156,7 +164,6 @@ def recompute_population_stats(model: nn.Module, batches) -> bool:
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
-    return True
 
 
 class _GroupNormBase(Norm, nn.GroupNorm):

@@ -27,6 +27,7 @@ import torch
 from normexp.errors import ConfigError, choices
 from normexp.landscape.directions import DIRECTIONS, random_direction
 from normexp.landscape.run import CHECKPOINTS, load_run, run_subsets, weights_digest
+from normexp.norms import recompute_running_stats
 from normexp.records import atomic_write_bytes, atomic_write_json, read_json
 
 BN_MODES = ("eval", "train", "recompute")
@@ -86,17 +87,9 @@ class SurfaceSpec:
 
 @torch.no_grad()
 def recompute_bn_statistics(model: torch.nn.Module, batches) -> None:
-    """Every BN layer's running statistics as the plain average over ``batches`` (momentum=None)."""
+    """Every BN layer's running statistics as the plain average over ``batches``."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in layers]
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for x in batches:
-        model(x)
-    for m, momentum in zip(layers, momenta, strict=True):
-        m.momentum = momentum
+    recompute_running_stats(model, batches, layers)
 
 
 def _chunks(x: torch.Tensor, y: torch.Tensor, size: int):

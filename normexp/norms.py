@@ -308,6 +308,16 @@ class LpBatchNorm(BatchNorm):
         return self._affine(y)
 
 
+def slice_statistics(x: torch.Tensor, virtual_devices: int):
+    """``x`` as (devices, N / devices, C, positions) slices, with each slice's per-channel mean and biased
+    variance (the statistics of virtual devices)."""
+    d, n, c = virtual_devices, x.size(0), x.size(1)
+    if n % d:
+        raise ValueError(f"batch of {n} does not split into norm.virtual_devices={d} equal slices")
+    slices = x.reshape(d, n // d, c, -1)
+    return slices, slices.mean(dim=(1, 3), keepdim=True), slices.var(dim=(1, 3), unbiased=False, keepdim=True)
+
+
 @register("ghost_batch")
 class GhostBatchNorm(BatchNorm):
     """BN whose training statistics are computed per slice of the batch: ``virtual_devices`` slices of
@@ -336,12 +346,7 @@ class GhostBatchNorm(BatchNorm):
         self._check_input_dim(x)
         if not self.training:
             return self._eval_normalize(x)
-        d, n, c = self.virtual_devices, x.size(0), x.size(1)
-        if n % d:
-            raise ValueError(f"batch of {n} does not split into norm.virtual_devices={d} equal slices")
-        slices = x.reshape(d, n // d, c, -1)
-        mean = slices.mean(dim=(1, 3), keepdim=True)
-        var = slices.var(dim=(1, 3), unbiased=False, keepdim=True)
+        slices, mean, var = slice_statistics(x, self.virtual_devices)
         y = ((slices - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
         m = slices.size(1) * slices.size(3)
         self._update_running(mean.mean(dim=(0, 1, 3)), var.mean(dim=(0, 1, 3)) * m / max(m - 1, 1))
@@ -365,12 +370,8 @@ class BatchRenorm(BatchNorm):
         self._check_input_dim(x)
         if not self.training:
             return self._eval_normalize(x)
-        d, n, c = self.virtual_devices, x.size(0), x.size(1)
-        if n % d:
-            raise ValueError(f"batch of {n} does not split into norm.virtual_devices={d} equal slices")
-        slices = x.reshape(d, n // d, c, -1)
-        mean = slices.mean(dim=(1, 3), keepdim=True)
-        var = slices.var(dim=(1, 3), unbiased=False, keepdim=True)
+        slices, mean, var = slice_statistics(x, self.virtual_devices)
+        c = x.size(1)
         std = torch.sqrt(var + self.eps)
         running_std = torch.sqrt(self.running_var + self.eps).view(1, 1, c, 1)
         r = (std.detach() / running_std).clamp(1 / self.r_max, self.r_max)

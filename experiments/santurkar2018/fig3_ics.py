@@ -59,22 +59,20 @@ def ics_panels(axes, runs, cells: dict[str, str], progress: tuple[str, str, str]
 
 def fig3_ics_vgg(ctx):
     """Fig 3a: the VGG-like net at lr 0.1 (and 0.01 where the profile runs it)."""
-    lrs = [lr for lr in ("0.1", "0.01") if ctx.runs.has(vgg("std", lr))]
-    fig, axes = figure(max(len(lrs), 1), 5, width=3.2, height=2.6)
-    for r, lr in enumerate(lrs):
-        cells = {kind: vgg(kind, lr) for kind in ("std", "bn")}
-        ics_panels(axes[r], ctx.runs, cells, ("acc", "train", "training accuracy"), f"VGG, lr {lr}")
-    fig.tight_layout()
-    return fig
+    return _ics_figure(ctx.runs, vgg, ("0.1", "0.01"), ("acc", "train", "training accuracy"), "VGG")
 
 
 def fig3_ics_dln(ctx):
     """Fig 3b: the deep linear network at lr 1e-6 (and 1e-7 where the profile runs it)."""
-    lrs = [lr for lr in ("1e-06", "1e-07") if ctx.runs.has(dln("std", lr))]
+    return _ics_figure(ctx.runs, dln, ("1e-06", "1e-07"), ("loss", "train", "training loss (sum)"), "DLN")
+
+
+def _ics_figure(runs, cell_of, lrs, curve, net: str):
+    """One row of ICS panels per lr the profile ran, Standard vs BN."""
+    lrs = [lr for lr in lrs if runs.has(cell_of("std", lr))]
     fig, axes = figure(max(len(lrs), 1), 5, width=3.2, height=2.6)
     for r, lr in enumerate(lrs):
-        cells = {kind: dln(kind, lr) for kind in ("std", "bn")}
-        ics_panels(axes[r], ctx.runs, cells, ("loss", "train", "training loss (sum)"), f"DLN, lr {lr}")
+        cells = {kind: cell_of(kind, lr) for kind in ("std", "bn")}
+        ics_panels(axes[r], runs, cells, curve, f"{net}, lr {lr}")
     fig.tight_layout()
     return fig
-

@@ -30,7 +30,7 @@ def smoke_args(results: Path, outputs: Path, *more: str) -> list[str]:
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
     results, outputs = root / "results", root / "outputs"
-    code = reproduce.main(smoke_args(results, outputs))
+    code = reproduce.main([*smoke_args(results, outputs), "--jobs", "2"])  # both cores: the longest setup
     return SimpleNamespace(code=code, results=results, outputs=outputs)
 
 

@@ -72,19 +72,23 @@ def load_weights(path: str | Path) -> dict:
     if not Path(path).is_file():
         raise ConfigError("train.init_from", str(path), "must be the path of a model.pt (saved by a run with "
                           "train.save_final=true)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return safe_load(Path(path))
 
 
 def load_checkpoint(run_dir: Path) -> dict | None:
     """The checkpoint of ``run_dir`` (None when there is none); :class:`UnsafeCheckpoint` for a file that
     does not load as tensors and plain values."""
     path = Path(run_dir) / CHECKPOINT
-    if not path.exists():
-        return None
+    return safe_load(path) if path.exists() else None
+
+
+def safe_load(path: Path) -> dict:
+    """A torch file loaded as tensors and plain values only; :class:`UnsafeCheckpoint` for one that would
+    build anything else (its pickle could run code)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UnsafeCheckpoint(path, _refused_object(str(error))) from None
+        raise UnsafeCheckpoint(Path(path), _refused_object(str(error))) from None
 
 
 def _refused_object(message: str) -> str:

@@ -38,6 +38,7 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
 
 
 def load_run(run_dir, checkpoint: str = "model", device: str = "cpu") -> LoadedRun:
+    from normexp.checkpoint import safe_load
     from normexp.config import resolve_device
     from normexp.data import build_data
     from normexp.models import build_model
@@ -52,7 +53,7 @@ def load_run(run_dir, checkpoint: str = "model", device: str = "cpu") -> LoadedR
     device = resolve_device(device)
     data = build_data(cfg.data, device, int(cfg.seed))
     model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_load(path)
     model.load_state_dict(state["model"] if "model" in state and isinstance(state["model"], dict) else state)
     return LoadedRun(cfg, model.to(device), make_loss(data.info.task), data.info.task == "classification",
                      data, int(cfg.data.batch_size))

@@ -64,3 +64,13 @@ def full_hessian(net, x, y, names, loss_fn=F.cross_entropy) -> np.ndarray:
         return loss_fn(out, y)
 
     return torch.autograd.functional.hessian(loss, flat).numpy()
+
+
+def tiny_bn_net():
+    """A 3-4-3 tanh MLP with BN in double precision, with running statistics away from their defaults (so
+    eval-mode BN differs from train mode)."""
+    net = model("mlp", "batch", in_shape=(3,), num_classes=3, widths=[4], activation="tanh").double()
+    with torch.no_grad():
+        net[1].norm.running_mean.copy_(torch.tensor([0.2, -0.1, 0.3, 0.0]))
+        net[1].norm.running_var.copy_(torch.tensor([1.5, 0.7, 2.0, 1.1]))
+    return net

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _probe_helpers import batch, full_hessian, model
+from _probe_helpers import batch, full_hessian, model, tiny_bn_net
 
 from normexp.landscape.curvature import (
     HessianOperator,
@@ -69,10 +69,7 @@ def test_quadratic_top_k_trace_and_quadrature():
 @pytest.mark.slow
 @pytest.mark.parametrize("bn", ["train", "eval"])
 def test_tiny_net_against_the_dense_hessian(bn):
-    net = model("mlp", "batch", in_shape=(3,), num_classes=3, widths=[4], activation="tanh").double()
-    with torch.no_grad():
-        net[1].norm.running_mean.copy_(torch.tensor([0.2, -0.1, 0.3, 0.0]))
-        net[1].norm.running_var.copy_(torch.tensor([1.5, 0.7, 2.0, 1.1]))
+    net = tiny_bn_net()
     x, y = batch(20, in_shape=(3,))
     x = x.double()
     before = {k: v.clone() for k, v in net.state_dict().items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _probe_helpers import batch, full_hessian, measure, model
+from _probe_helpers import batch, full_hessian, measure, tiny_bn_net
 
 
 def dominant(eigenvalues: np.ndarray) -> float:
@@ -36,10 +36,7 @@ def test_known_matrix():
 
 @pytest.mark.parametrize("bn_mode", ["train", "eval"])
 def test_tiny_network_whole_model_and_layer_block(bn_mode):
-    net = model("mlp", "batch", in_shape=(3,), num_classes=3, widths=[4], activation="tanh").double()
-    with torch.no_grad():
-        net[1].norm.running_mean.copy_(torch.tensor([0.2, -0.1, 0.3, 0.0]))
-        net[1].norm.running_var.copy_(torch.tensor([1.5, 0.7, 2.0, 1.1]))
+    net = tiny_bn_net()
     x, y = batch(20, in_shape=(3,))
     x = x.double()
     cfg = {"batch_size": 20, "hessian": {"every": 1, "layers": [0, 1], "bn_mode": bn_mode}}

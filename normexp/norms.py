@@ -294,18 +294,20 @@ class LpBatchNorm(BatchNorm):
     def forward(self, x):
         self._check_input_dim(x)
         if not self.training:
-            mean, scale = self.running_mean, self.running_var
-        else:
+            centred = x - _per_channel(self.running_mean, x)
+            scale = _per_channel(self.running_var, x)
+        else:  # keepdim statistics and one fused norm: this layer's op count is most of a DLN step
             dims = _reduce_dims(x)
-            mean = x.mean(dims)
-            centred = x - _per_channel(mean, x)
+            mean = x.mean(dims, keepdim=True)
+            centred = x - mean
             if self.p == math.inf:
-                scale = centred.abs().amax(dims)
+                scale = centred.abs().amax(dims, keepdim=True)
             else:
-                scale = centred.abs().pow(self.p).mean(dims).pow(1.0 / self.p)
-            self._update_running(mean, scale)
-        y = (x - _per_channel(mean, x)) / (_per_channel(scale, x) + self.eps)
-        return self._affine(y)
+                per_channel = x.numel() // x.size(1)
+                scale = torch.linalg.vector_norm(centred, ord=self.p, dim=dims, keepdim=True)
+                scale = scale / per_channel ** (1.0 / self.p)
+            self._update_running(mean.flatten(), scale.flatten())
+        return self._affine(centred / (scale + self.eps))
 
 
 def slice_statistics(x: torch.Tensor, virtual_devices: int):

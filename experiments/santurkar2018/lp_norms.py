@@ -16,6 +16,9 @@ LP = ("l1", "l2", "linf")
 
 
 def check_st5(ctx) -> Verdict:
+    """The DLN's lp cells are full and paper only (their 10,000 steps cost more than the quick budget): at
+    quick the DLN half of the ICS comparisons and the l1-vs-BN report are left out, and the sentence says
+    so (a planned cell that did not finish is still missing)."""
     runs = ctx.runs
     bn = runs.cell(vgg("bn"), "train_acc", "VGG BN final train acc")
     outcomes, cells = [], [bn]
@@ -23,19 +26,26 @@ def check_st5(ctx) -> Verdict:
         acc = runs.cell(vgg(kind), "train_acc", f"VGG {kind} final train acc")
         outcomes.append(compare(acc, ">=", bn, offset=-0.03))
         cells.append(acc)
-    for net, cell in (("VGG", vgg), ("DLN", dln)):
+    nets = [("VGG", vgg)] + ([("DLN", dln)] if runs.has(dln(LP[0])) else [])
+    ics = {}
+    for net, cell in nets:
         std = ics_cos(runs, cell("std"), f"{net} Standard")
         cells.append(std)
+        ics[net] = [std]
         for kind in LP:
             cos = ics_cos(runs, cell(kind), f"{net} {kind}")
             outcomes.append(compare(cos, "<=", std, offset=0.05))
             cells.append(cos)
+            ics[net].append(cos)
     num = lambda c: f"{c.mean:.3g}" if c.values else c.state  # noqa: E731
     listed = lambda names, cs: ", ".join(f"{k} {num(c)}" for k, c in zip(names, cs, strict=True))  # noqa: E731
+    per_net = "; ".join(f"{net}: {listed(('Standard', *LP), ics[net])}" for net, _ in nets)
+    sentence = f"VGG final train acc: BN {num(bn)}, {listed(LP, cells[1:4])}; median cos(G,G') {per_net}; "
+    if "DLN" not in ics:
+        sentence += "the DLN's lp cells are not run at this profile (full and paper only)"
+        return Verdict.from_outcomes("ST-5", outcomes, cells, sentence)
     report = l1_vs_bn(runs)
-    sentence = (f"VGG final train acc: BN {num(bn)}, {listed(LP, cells[1:4])}; median cos(G,G') VGG: "
-                f"{listed(('Standard', *LP), cells[4:8])}; DLN: {listed(('Standard', *LP), cells[8:12])}; "
-                f"report: {report['sentence']}")
+    sentence += f"report: {report['sentence']}"
     return Verdict.from_outcomes("ST-5", outcomes, cells, sentence, extra={"report: DLN l1 vs BN": report})
 
 

@@ -329,6 +329,12 @@ def test_layers_merge_and_cadence_fractions_become_steps(tmp_path):
     assert (run.cfg.train.eval_every, run.cfg.train.log_every) == (250, 100)
     assert run.cfg.probes.activations.every == 20 and run.choices["profile"] == "quick"
     assert "train.eval_every=250" in run.overrides and run.run_dir == tmp_path / "out/quick/paper_x/e/c/seed5"
+    # the planner sets the resolved cadences on the composed config instead of composing again: the same
+    # config as Hydra composes from the resolved overrides
+    fresh = compose(run.overrides)
+    planned = run.cfg.copy()
+    planned.seed = fresh.seed
+    assert OmegaConf.to_yaml(planned) == OmegaConf.to_yaml(fresh)
 
 
 def test_cadence_fraction_with_epochs_counts_the_data_set(tmp_path):

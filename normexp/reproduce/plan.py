@@ -131,13 +131,24 @@ class Planner:
         return merge_overrides(overrides, [f"data={fallback}"])
 
     def _in_steps(self, overrides: list[str]) -> tuple[list[str], int]:
-        """Cadences given as fractions of the run become steps (at least 1)."""
-        cfg, _ = self.compose(overrides)
+        """Cadences given as fractions of the run become steps (at least 1). The composed config of the
+        resolved overrides is the given one with those numbers set (composing again would cost as much)."""
+        cfg, chosen = self.compose(overrides)
         steps = planned_steps(cfg)
-        resolved = []
+        resolved, cadences = [], {}
         for o in overrides:
             f = cadence_fraction(o)
-            resolved.append(o if f is None else f"{o.split('=', 1)[0]}={max(1, round(f * steps))}")
+            if f is None:
+                resolved.append(o)
+                continue
+            key = o.split("=", 1)[0]
+            cadences[key] = max(1, round(f * steps))
+            resolved.append(f"{key}={cadences[key]}")
+        if cadences:
+            cfg = cfg.copy()
+            for key, every in cadences.items():
+                OmegaConf.update(cfg, key.lstrip("+"), every)
+            self._composed.setdefault(tuple(resolved), (cfg, chosen))
         return resolved, steps
 
     def runs(self, exp: Experiment, cells: list[CellSpec]) -> list[PlannedRun]:

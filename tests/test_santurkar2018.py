@@ -130,6 +130,12 @@ def test_st1_on_hand_built_runs():
     rows, curves = st1_runs()
     curves = [dict(c, acc=0.3) if c["cell"] == "bn_lr0.5" and c["step"] == 20 else c for c in curves]
     assert check(context(rows, curves)).status == FAIL
+    # 25% is of each run's own planned steps: the spec's DLN runs (10,000 steps) do not move it to the end
+    # of the VGG's 100 (where BN and Standard both log 0.99, which would fail the lr-0.1 comparison)
+    rows, curves = st1_runs()
+    rows += [row("dln_std_lr1e-06", 0, lr=1e-6)[:5] + (10000, 10000) + row("dln_std_lr1e-06", 0)[7:]]
+    v = check(context(rows, curves))
+    assert v.status == PASS and v.measured["BN train acc@25% lr 0.1"]["mean"] == pytest.approx(0.8)
 
 
 def drift_curves(cell, seed, mean_drifts, var_drift):
@@ -239,6 +245,11 @@ def test_st5_on_hand_built_runs():
     # the report never changes the verdict
     v = check(runs(0.93, 0.5, l1_loss=200.0))
     assert v.status == PASS and v.measured["report: DLN l1 vs BN"]["l1_beats_bn"] == "no"
+    # a profile without the DLN's lp cells (quick) compares the VGG alone, and says so
+    ctx = runs(0.93, 0.97)
+    ctx.runs.table = ctx.runs.table[~ctx.runs.table["cell"].str.match(r"dln_l(1|2|inf)_")]
+    v = check(ctx)
+    assert v.status == PASS and len(v.outcomes) == 6 and "not run at this profile" in v.sentence
 
 
 # ---------------------------------------------------------------- the paper profile starts

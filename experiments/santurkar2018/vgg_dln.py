@@ -24,9 +24,12 @@ def dln(kind: str, lr: str = DLN_LR) -> str:
 
 
 def train_acc_at(runs, fraction: float):
-    """A row -> the logged training accuracy at ``fraction`` of the run (the last record at or before)."""
-    at = int(round(fraction * runs.final_steps()))
-    return lambda row: value_at(runs.curve(row["cell"], row["seed"], split="train"), at)
+    """A row -> the logged training accuracy at ``fraction`` of that run's own planned steps (the last record
+    at or before; the spec's runs differ in length: the VGG's steps, the DLN's 10,000)."""
+    def at(row) -> float:
+        step = int(round(fraction * float(row["planned_steps"])))
+        return value_at(runs.curve(row["cell"], row["seed"], split="train"), step)
+    return at
 
 
 def band(ax, runs, cell: str, column: str, kind: str, split: str = "test", probe: str | None = None,

@@ -30,13 +30,10 @@ def check_st5(ctx) -> Verdict:
     ics = {}
     for net, cell in nets:
         std = ics_cos(runs, cell("std"), f"{net} Standard")
-        cells.append(std)
-        ics[net] = [std]
-        for kind in LP:
-            cos = ics_cos(runs, cell(kind), f"{net} {kind}")
-            outcomes.append(compare(cos, "<=", std, offset=0.05))
-            cells.append(cos)
-            ics[net].append(cos)
+        lps = [ics_cos(runs, cell(kind), f"{net} {kind}") for kind in LP]
+        outcomes += [compare(cos, "<=", std, offset=0.05) for cos in lps]
+        ics[net] = [std, *lps]
+        cells += ics[net]
     num = lambda c: f"{c.mean:.3g}" if c.values else c.state  # noqa: E731
     listed = lambda names, cs: ", ".join(f"{k} {num(c)}" for k, c in zip(names, cs, strict=True))  # noqa: E731
     per_net = "; ".join(f"{net}: {listed(('Standard', *LP), ics[net])}" for net, _ in nets)

@@ -337,6 +337,25 @@ def test_layers_merge_and_cadence_fractions_become_steps(tmp_path):
     assert OmegaConf.to_yaml(planned) == OmegaConf.to_yaml(fresh)
 
 
+def test_a_profile_replaces_a_cells_overrides_but_not_its_pinned_ones(tmp_path):
+    folder = tmp_path / "pin"
+    folder.mkdir()
+    (folder / "e.yaml").write_text(
+        "title: t\nbase: [model=mlp, data=mnist5k, norm=none]\nclaims: {}\n"
+        "cells:\n  - {name: c, overrides: [train.eval_every=0.1]}\n"
+        "  - {name: 'p{optim.lr}', overrides: [train.eval_every=0.1], grid: {optim.lr: [0.1, 0.2]},\n"
+        "     pinned: [train.eval_every=0, train.log_every=0.5]}\n"
+        "profiles:\n  quick: {train.steps: 1000, train.eval_every: 0.25, train.log_every: 0.1}\n")
+    exp = spec.load_specs(folder)[0]
+    runs = {r.cell: r for r in plan.Planner("quick", tmp_path / "out", jobs=1).runs(exp, exp.cells("quick"))}
+    assert set(runs) == {"c", "p0.1", "p0.2"}
+    assert (runs["c"].cfg.train.eval_every, runs["c"].cfg.train.log_every) == (250, 100)
+    for cell in ("p0.1", "p0.2"):
+        assert (runs[cell].cfg.train.eval_every, runs[cell].cfg.train.log_every) == (0, 500)
+        assert "train.eval_every=0" in runs[cell].overrides
+    assert runs["p0.2"].cfg.optim.lr == 0.2
+
+
 def test_cadence_fraction_with_epochs_counts_the_data_set(tmp_path):
     folder = tmp_path / "ep"
     folder.mkdir()

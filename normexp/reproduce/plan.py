@@ -155,7 +155,8 @@ class Planner:
         planned = []
         for cell in cells:
             overrides = merge_overrides(exp.spec["base"], list(cell.overrides),
-                                        exp.profile_overrides(self.profile), self.runtime_overrides())
+                                        exp.profile_overrides(self.profile), list(cell.pinned),
+                                        self.runtime_overrides())
             overrides, steps = self._in_steps(self._with_fallback(exp, overrides))
             cfg, chosen = self.compose(overrides)
             self._validate(exp, cell, cfg)

@@ -100,12 +100,13 @@ def override_value(v) -> str:
 class CellSpec:
     name: str
     overrides: tuple[str, ...]
+    pinned: tuple[str, ...] = ()  # applied after the profile's keys: no profile replaces them
 
 
 def expand_cells(entries: list[dict], grid_overrides: dict | None = None) -> list[CellSpec]:
-    """Cells of a spec: ``{name, overrides, grid}``; a grid expands to one cell per value combination and
-    ``{key}`` in the name is replaced by the value. A profile's ``grid`` (``grid_overrides``) replaces axes.
-    """
+    """Cells of a spec: ``{name, overrides, grid, pinned}``; a grid expands to one cell per value combination
+    and ``{key}`` in the name is replaced by the value. A profile's ``grid`` (``grid_overrides``) replaces
+    axes; ``pinned`` overrides come after the profile's keys, so no profile replaces them."""
     cells = []
     for entry in entries:
         grid = {k: (grid_overrides or {}).get(k, v) for k, v in (entry.get("grid") or {}).items()}
@@ -116,8 +117,9 @@ def expand_cells(entries: list[dict], grid_overrides: dict | None = None) -> lis
             name = entry["name"]
             for key, v in combo.items():
                 name = name.replace("{" + key + "}", format_value(v))
-            cells.append(CellSpec(name, (*entry.get("overrides", []), *(f"{k}={format_value(v)}"
-                                                                        for k, v in combo.items()))))
+            grid_values = (f"{k}={format_value(v)}" for k, v in combo.items())
+            cells.append(CellSpec(name, (*entry.get("overrides", []), *grid_values),
+                                  tuple(entry.get("pinned", []))))
     return cells
 
 

@@ -261,6 +261,24 @@ def test_noise_norm_is_the_noise_of_noisy_bn_without_the_normalization():
     assert torch.equal(noise(x), x)
 
 
+def test_noise_gradient_is_the_drawn_scale():
+    """out = s * a + m with m and s drawn fresh: with the same draws (same RNG state) a = 0 gives m and a = 1
+    gives s + m, and the gradient of sum(out) with respect to a must be that s, element by element."""
+    noise = create_norm("noise", 4)
+    shape = (5, 4, 3, 3)
+    draws = []
+    for a in (torch.zeros(shape), torch.ones(shape)):
+        torch.manual_seed(11)
+        draws.append(noise(a))
+    m, s = draws[0], draws[1] - draws[0]
+    a = torch.randn(shape, requires_grad=True)
+    torch.manual_seed(11)
+    out = noise(a)
+    out.sum().backward()
+    torch.testing.assert_close(a.grad, s)
+    torch.testing.assert_close(out, s * a.detach() + m)
+
+
 # ---------------------------------------------------------------- ghost, renorm, frozen, sync without a group
 
 def test_ghost_batch_norm_is_bn_per_slice():

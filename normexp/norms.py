@@ -238,7 +238,7 @@ def santurkar_noise(a: torch.Tensor, mean_range: float, std_low: float, std_high
     c = a.size(1)
     unit_mean = _per_channel((torch.rand(c, device=a.device) * 2 - 1) * mean_range, a)
     unit_std = _per_channel(std_low + torch.rand(c, device=a.device) * (std_high - std_low), a)
-    # in place on the fresh draws: the noise is a third of a noisy step, most of it these full-size passes
+    # in place on the fresh draws: the same values as s * a + m in half the full-size passes
     m = torch.rand_like(a).mul_(2 * shift_jitter).add_(unit_mean - shift_jitter)
     s = torch.randn_like(a).mul_(scale_jitter).add_(unit_std)
     return torch.addcmul(m, s, a)

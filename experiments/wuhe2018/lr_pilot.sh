@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full profile's base-lr pilot (README, "Base lr"): the full setup's ResNet cells at N = 32 (BN, GN, LN)
 # and N = 2 (BN, GN), seed 0, base lr 0.1 / 0.2 / 0.4 / 0.8 (lr = base x N / 32), every grid point run
-# (normexp-lrmap --dense), the test set read once at the end. About 26 min on 2 cores.
+# (normexp-lrmap --dense), the test set read once at the end. About 25 min on 2 cores (24.8 with the test
+# suite running beside it).
 # Writes one normexp-lrmap folder per cell under $OUT and the table the choice is read from:
 # results/full/wuhe2018/lr_pilot/pilot.csv (final training loss and test error per cell and base lr).
 set -euo pipefail

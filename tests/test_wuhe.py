@@ -205,6 +205,30 @@ def test_cells_shared_between_experiments_train_once(tmp_path):
     assert "data.batch_size=8" in plain and "norm=batch" in plain and "optim.lr=0.025" in plain
 
 
+def test_lr_pilot_runs_the_full_profiles_cells_on_a_grid_of_base_lr_times_n_over_32(tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    from normexp.lrmap import LrGrid
+    from normexp.reproduce.spec import override_key
+
+    spec = importlib.util.spec_from_file_location("lr_pilot", REPO / "experiments/wuhe2018/lr_pilot.py")
+    lr_pilot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lr_pilot)
+    cells = lr_pilot.planned_cells()
+    assert set(cells) == {"bn_n32", "gn_n32", "ln_n32", "bn_n2", "gn_n2"}
+    args = lr_pilot.lrmap_args("gn_n2", cells["gn_n2"], tmp_path)
+    given = args[:args.index("--dense")]
+    expected = {"norm=group", "data.batch_size=16", "profile=full", "model.depth=14", "train.eval_every=0"}
+    assert expected <= set(given)
+    assert not {"optim.lr", "seed", "hydra.run.dir"} & {override_key(o) for o in given}
+    lo, hi = (float(args[args.index(flag) + 1]) for flag in ("--lr-min", "--lr-max"))
+    # base lr 0.1, 0.2, 0.4, 0.8 at N = 2: x 2 / 32
+    assert LrGrid(lo, hi, resolution=2).values == [0.00625, 0.0125, 0.025, 0.05]
+    assert "norm=layer" in cells["ln_n32"] and "data.batch_size=256" in cells["ln_n32"]
+
+
 @pytest.mark.slow
 def test_paper_profile_cell_trains_two_steps_on_a_tiny_imagenet_folder(tmp_path):
     """The paper profile's bn_n2 cell (torchvision ResNet-50, BN per virtual device of 2 images, optimizer

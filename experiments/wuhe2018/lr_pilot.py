@@ -1,6 +1,6 @@
 """The full profile's base-lr pilot (README, "Base lr"): five of the full profile's ResNet cells (BN, GN, LN
 at N = 32; BN, GN at N = 2), seed 0, at base lr 0.1 / 0.2 / 0.4 / 0.8 (lr = base x N / 32), every grid point
-run (``normexp-lrmap --dense``), the test set read once at the end. About 25 min on 2 cores.
+run (``normexp-lrmap --dense``), the test set read once at the end. 13.5 min on 2 idle cores.
 
     .venv/bin/python experiments/wuhe2018/lr_pilot.py [OUT]   # default outputs/wuhe2018_lr_pilot
 

@@ -18,7 +18,7 @@ from normexp.reproduce import plan
 from normexp.reproduce.spec import discover, override_key
 
 CELLS = {"wuhe2018/batch_sweep": ("bn_n32", "gn_n32", "bn_n2", "gn_n2"), "wuhe2018/norms": ("ln_n32",)}
-BASE_LRS = (0.1, 0.8)  # the grid's ends at N = 32, a factor 2 apart
+BASE_LRS = (0.1, 0.8)  # the grid's ends at N = 32; its points are a factor 2 (--resolution) apart
 SET_HERE = {"optim.lr", "seed", "hydra.run.dir", "train.eval_every", "train.log_every", "train.save_final"}
 ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "results/full/wuhe2018/lr_pilot/pilot.csv"

@@ -54,14 +54,55 @@ def test_compare_threshold_multiple_scales_the_reference_spread():
     assert compare(a, ">", b, factor=0.5).status == INCONCLUSIVE
     # with a tighter reference (spread 0.02 x 0.5 = 0.01 < 0.05) it is decided
     assert compare(a, ">", Cell("b", (0.89, 0.91)), factor=0.5).status == PASS
-    # offset: 0.9 >= 0.6 + 0.2 holds by 0.1 with spread 0
-    assert compare(Cell("a", (0.9,)), ">=", Cell("b", (0.6,)), offset=0.2).status == PASS
-    assert compare(Cell("a", (0.7,)), ">=", Cell("b", (0.6,)), offset=0.2).status == FAIL
+    # offset: 0.905 >= 0.6 + 0.2 holds by 0.105 with spread 0.01; 0.705 misses 0.8 by 0.095
+    assert compare(Cell("a", (0.9, 0.91)), ">=", Cell("b", (0.6, 0.6)), offset=0.2).status == PASS
+    assert compare(Cell("a", (0.7, 0.71)), ">=", Cell("b", (0.6, 0.6)), offset=0.2).status == FAIL
 
 
 def test_compare_with_fixed_number():
     assert compare(Cell("steps", (3000.0, 3500.0)), "<=", 5000).status == PASS
     assert compare(Cell("steps", (4000.0, 6000.0)), "<=", 5000).status == INCONCLUSIVE  # |5000-5000| < 2000
+
+
+def test_one_seed_cell_against_a_two_seed_cell_is_inconclusive():
+    # 0.9 vs 0.51 (spread 0.02): the difference 0.39 would decide it, but one run has no spread
+    one, two = Cell("a", (0.9,)), Cell("b", (0.50, 0.52))
+    for out in (compare(one, ">=", two), compare(two, "<", one), compare(one, ">=", two, factor=0.5),
+                compare(two, ">", one, offset=-1.0)):
+        assert out.status == INCONCLUSIVE and out.text.endswith(": one seed") and not out.missing
+    # the numbers are shown as for any comparison: mean, spread and seed count of each cell
+    assert compare(one, ">=", two).text == \
+        "a 0.9 (spread 0, 1 seed) >= b 0.51 (spread 0.02, 2 seeds): one seed"
+    # two seeds each decide it
+    assert compare(Cell("a", (0.9, 0.9)), ">=", two).status == PASS
+
+
+def test_one_seed_cell_against_a_fixed_threshold_is_inconclusive_and_the_threshold_is_no_cell():
+    out = compare(Cell("steps", (3000.0,)), "<=", 5000, fmt="{:.0f}")
+    assert out.status == INCONCLUSIVE and out.text == "steps 3000 (spread 0, 1 seed) <= 5000: one seed"
+    # a fixed number has one value but is not a one-seed cell: two seeds against it are decided
+    assert compare(Cell("steps", (3000.0, 3500.0)), "<=", 5000).status == PASS
+    assert compare(Cell("steps", (6000.0, 6500.0)), "<=", 5000).status == FAIL
+
+
+def test_both_cells_one_seed_is_inconclusive():
+    out = compare(Cell("a", (0.9,)), ">", Cell("b", (0.1,)))
+    assert out.status == INCONCLUSIVE and out.text.endswith(": one seed")
+    verdict = Verdict.from_outcomes("X-1", [out], [Cell("a", (0.9,)), Cell("b", (0.1,))])
+    assert verdict.status == INCONCLUSIVE and verdict.outcomes[0].startswith("[inconclusive]")
+    assert verdict.measured["a"]["mean"] == 0.9 and verdict.measured["a"]["spread"] == 0.0
+
+
+def test_one_seed_leaves_missing_and_diverged_runs_to_decide_as_before():
+    one = Cell("a", (0.9,))
+    missing = compare(one, ">=", Cell("b", (0.5, 0.6), missing=1))
+    assert missing.status == INCONCLUSIVE and missing.missing and missing.text.endswith("runs are missing")
+    mixed = compare(one, ">=", Cell("b", (0.5,), diverged=1))
+    assert mixed.status == INCONCLUSIVE and mixed.text.endswith("some seeds diverged and some did not")
+    # a diverged cell ranks below a trained one whatever the seeds; a lone diverged seed is not "one seed"
+    assert compare(one, ">=", Cell("d", (), diverged=2)).status == PASS
+    assert compare(Cell("d", (), diverged=1), ">=", Cell("b", (0.5, 0.6))).status == FAIL
+    assert compare(Cell("d", (), diverged=1), "<", one).status == PASS
 
 
 def test_diverged_ranks_below_trained_and_mixed_is_inconclusive():

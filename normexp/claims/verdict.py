@@ -19,7 +19,9 @@ RULE = (
     "its spread is max - min over its seeds (0 for one seed). A comparison of two cells (or of a cell with "
     "a fixed threshold, spread 0; a threshold that is a multiple f of a cell's mean has spread f times that "
     "cell's spread) is decided by the sign of the difference of the means only when that difference is at "
-    "least the larger of the two spreads; otherwise it is inconclusive. A diverged run has no number: it "
+    "least the larger of the two spreads; otherwise it is inconclusive. A comparison of means where either "
+    "cell (not a fixed threshold) has one seed is inconclusive ('one seed'): one run has no spread to weigh "
+    "the difference against. A diverged run has no number: it "
     "ranks below every run that trained; a cell whose seeds all diverged is 'diverged', and a cell where "
     "only some seeds diverged makes any comparison that uses it inconclusive (its seeds disagree). A run "
     "that failed, was interrupted or is absent is missing: a claim that needs it is inconclusive ('runs "
@@ -113,6 +115,11 @@ def compare(a: Cell, op: str, b: Cell | float, factor: float = 1.0, offset: floa
     lhs, rhs = a.mean, factor * ref.mean + offset
     spread = max(a.spread, abs(factor) * ref.spread)
     diff = lhs - rhs
+    # Both cells trained here (no diverged or missing seed), so one value means one seed. Only cells count: a
+    # fixed number b is wrapped in a one-value Cell above. A diverged cell was decided above by rank, which
+    # uses no spread: against it a one-seed cell is decided as before, and one diverged seed is not one seed.
+    if len(a.values) == 1 or (isinstance(b, Cell) and len(b.values) == 1):
+        return Outcome(INCONCLUSIVE, f"{text}: one seed")
     if spread > abs(diff):
         return Outcome(INCONCLUSIVE, f"{text}: difference {fmt.format(diff)} is within the seed spread "
                        f"{fmt.format(spread)}")

@@ -145,6 +145,7 @@ SCHEMA = {
     "train.epochs": integer(1, optional=True),
     "train.log_every": integer(1),
     "train.eval_every": integer(0),
+    "train.eval_train_images": integer(0),
     "train.checkpoint_every": integer(0),
     "train.resume": flag(),
     "train.save_final": flag(),

@@ -338,6 +338,22 @@ class TensorData:
         for i in range(0, len(self.y_test), b):
             yield self.x_test[i:i + b], self.y_test[i:i + b]
 
+    def clean_train_batches(self, images: int, batch_size: int | None = None):
+        """A fixed set of ``images`` training images (the same for every seed and run), without augmentation,
+        in evaluation batches: the regime measures (docs/claims.md) evaluate it as the test set is."""
+        b = int(batch_size or self.cfg.get("eval_batch_size", 1000))
+        idx = clean_train_indices(self.n_train, images).to(self.device)
+        for i in range(0, len(idx), b):
+            yield self.x_train[idx[i:i + b]], self.y_train[idx[i:i + b]]
+
+
+CLEAN_TRAIN_SEED = 20_180_322  # the fixed clean training set does not depend on the run's seed
+
+
+def clean_train_indices(n_train: int, images: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(CLEAN_TRAIN_SEED)
+    return torch.randperm(n_train, generator=g)[: min(int(images), n_train)]
+
 
 def random_crop(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
     """Crop each image of ``x`` (N, C, H, W) from its zero-padded copy at ``offsets`` (N, 2) in [0, 2 pad]."""
@@ -409,6 +425,11 @@ class FolderData:
     def test_batches(self, batch_size: int | None = None):
         b = int(batch_size or self.cfg.get("eval_batch_size", 256))
         for x, y in self._loader(self.test_set, list(range(len(self.test_set))), b):
+            yield x.to(self.device), y.to(self.device)
+
+    def clean_train_batches(self, images: int, batch_size: int | None = None):
+        b = int(batch_size or self.cfg.get("eval_batch_size", 256))
+        for x, y in self._loader(self.train_eval_set, clean_train_indices(self.n_train, images).tolist(), b):
             yield x.to(self.device), y.to(self.device)
 
 

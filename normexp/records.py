@@ -22,7 +22,7 @@ CHECKPOINT, MODEL, LOCK = "checkpoint.pt", "model.pt", "run.lock"
 FINISHED = ("completed", "diverged")  # "failed" (an error) and "interrupted" (a signal) are retried, as is a
 # run without a summary (killed, or running now)
 SUMMARY_KEYS = ("status", "step", "steps", "train_loss", "train_acc", "test_loss", "test_acc",
-                "diverged_step", "wall_seconds", "steps_per_second")
+                "train_clean_loss", "train_clean_acc", "diverged_step", "wall_seconds", "steps_per_second")
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 

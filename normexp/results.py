@@ -24,7 +24,7 @@ from normexp.errors import ConfigError, choices
 from normexp.records import CONFIG, META, SUMMARY, SUMMARY_KEYS, read_json, read_metrics
 
 SUMMARY_COLUMNS = list(SUMMARY_KEYS)
-OUTCOME_COLUMNS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+OUTCOME_COLUMNS = ["train_loss", "train_acc", "test_loss", "test_acc", "train_clean_loss", "train_clean_acc"]
 GROUPS = ["model", "norm", "data", "optim", "schedule", "probes", "logger", "profile"]
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # Keys that may change when a run dir is resumed or reused: they do not change what is computed.
 RESUME_MAY_CHANGE = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
+                     "train.eval_train_images",
                      "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
                      "data.workers")
 

@@ -307,7 +307,7 @@ class Loop:
         self.probes, self.window, self.record, self.trackers = probes, window, record, trackers
         self.steps, self.start, self.elapsed_before = steps, 0, 0.0
         self.classify = data.info.task == "classification"
-        self.step, self.last_test, self.diverged_step = 0, {}, None
+        self.step, self.last_test, self.last_train_clean, self.diverged_step = 0, {}, {}, None
         self.started = time.perf_counter()
         self.overhead = 0.0  # seconds spent in evaluation, probes and checkpoints
         self.trained_steps = 0
@@ -413,6 +413,11 @@ class Loop:
             recompute_population_stats(self.model, batches)
         self.last_test = evaluate(self.model, self.data.test_batches(), self.loss_fn, self.classify)
         self.log({"step": step, "split": "test", **self.last_test})
+        images = int(self.cfg.train.get("eval_train_images") or 0)
+        if step == self.steps and images:  # the regime measures: once, at the end, as the test set is
+            self.last_train_clean = evaluate(self.model, self.data.clean_train_batches(images), self.loss_fn,
+                                             self.classify)
+            self.log({"step": step, "split": "train_clean", **self.last_train_clean})
         self.overhead += time.perf_counter() - t0
 
     def save_checkpoint(self) -> None:
@@ -431,10 +436,12 @@ class Loop:
         """The run's outcome (``SUMMARY_KEYS``). A diverged run reports no losses or accuracies: they would be
         numbers without meaning; ``diverged_step`` is the first step whose loss was bad."""
         train_seconds = max(time.perf_counter() - self.started - self.overhead, 1e-9)
-        last, test = (self.window.last, self.last_test) if status != "diverged" else ({}, {})
+        last, test, clean = ((self.window.last, self.last_test, self.last_train_clean) if status != "diverged"
+                             else ({}, {}, {}))
         summary = {"status": status, "step": self.step, "steps": self.steps,
                    "train_loss": last.get("loss"), "train_acc": last.get("acc"),
                    "test_loss": test.get("loss"), "test_acc": test.get("acc"),
+                   "train_clean_loss": clean.get("loss"), "train_clean_acc": clean.get("acc"),
                    "diverged_step": self.diverged_step, "wall_seconds": self.wall_seconds,
                    "steps_per_second": self.trained_steps / train_seconds if self.trained_steps else None}
         if error:

@@ -33,7 +33,7 @@ def test_the_same_seed_gives_bit_identical_records_and_weights(tmp_path):
     for name in ("a", "b"):
         run(compose([*RANDOM_EVERYWHERE, "seed=3"]), tmp_path / name)
     assert records_of(tmp_path / "a") == records_of(tmp_path / "b")
-    assert len(records_of(tmp_path / "a")) == 4  # test 0, train 5, train 10, test 10
+    assert len(records_of(tmp_path / "a")) == 5  # test 0, train 5, train 10, test 10, train_clean 10
     a, b = torch.load(tmp_path / "a" / MODEL), torch.load(tmp_path / "b" / MODEL)
     assert all(torch.equal(a[k], b[k]) for k in a)
 

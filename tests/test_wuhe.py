@@ -22,18 +22,26 @@ def wuhe(name: str):
     return next(e for e in discover() if e.id == f"wuhe2018/{name}")
 
 
-def context(name: str, errors: dict[str, list], curves: pd.DataFrame | None = None) -> Context:
+def context(name: str, errors: dict[str, list], curves: pd.DataFrame | None = None,
+            regime: dict[str, tuple[float, float]] | None = None) -> Context:
     """A run table of completed runs with these test errors (%) per cell, one seed per value; 'div' is a
-    diverged run."""
-    rows = [(cell, seed, "diverged" if e == "div" else "completed", None if e == "div" else 1 - e / 100)
-            for cell, values in errors.items() for seed, e in enumerate(values)]
-    table = pd.DataFrame(rows, columns=["cell", "seed", "status", "test_acc"])
+    diverged run. Inside the regime unless ``regime`` says otherwise: cell -> (clean training accuracy minus
+    test accuracy in points, clean training loss); by default (+1 point, 0.1) for every cell."""
+    rows = []
+    for cell, values in errors.items():
+        gap, loss = (regime or {}).get(cell, (1.0, 0.1))
+        for seed, e in enumerate(values):
+            acc = None if e == "div" else 1 - e / 100
+            rows.append((cell, seed, "diverged" if e == "div" else "completed", acc,
+                         None if acc is None else acc + gap / 100, None if acc is None else loss))
+    table = pd.DataFrame(rows, columns=["cell", "seed", "status", "test_acc", "train_clean_acc",
+                                        "train_clean_loss"])
     curves = curves if curves is not None else pd.DataFrame(columns=["cell", "seed", "step", "split"])
     return Context(wuhe(name), "quick", Runs(table, curves))
 
 
-def check(name: str, ref: str, errors: dict, curves=None):
-    return wuhe(name).hook(ref)(context(name, errors, curves))
+def check(name: str, ref: str, errors: dict, curves=None, regime=None):
+    return wuhe(name).hook(ref)(context(name, errors, curves, regime))
 
 
 # ---------------------------------------------------------------- checks on hand-built runs
@@ -46,21 +54,77 @@ def test_wh1_rise_and_gap():
     assert v.status == PASS, v.outcomes
     assert v.measured["BN error rise N=32->2 (points)"]["mean"] == pytest.approx(6)
     assert v.measured["GN error rise N=32->2 (points)"]["mean"] == pytest.approx(0.5)
+    assert v.regime["gated"] and v.regime["inside"]
     # GN rises 2.5 (12 -> 14.5, 12.5 -> 15): 6 < 3 x 2.5 = 7.5 fails
     v = check("batch_sweep", "check_wh1", base | {"gn_n2": [14.5, 15]})
-    assert v.status == FAIL and v.outcomes[0].startswith("[fail]")
+    assert v.status == FAIL and v.outcomes[0].startswith("[pass]") and v.outcomes[1].startswith("[fail]")
     # the gap: GN at N=2 15.6 > BN 16.5 - 2 = 14.5 by 1.1, more than BN's spread 1: fails (GN's rise 1.1 x 3
     # = 3.3 <= 6 still holds); at 15 the difference 0.5 is within the spread: inconclusive
     v = check("batch_sweep", "check_wh1", base | {"gn_n32": [14.5, 14.5], "gn_n2": [15.6, 15.6]})
-    assert v.status == FAIL and v.outcomes[0].startswith("[pass]") and v.outcomes[1].startswith("[fail]")
+    assert v.status == FAIL and v.outcomes[1].startswith("[pass]") and v.outcomes[2].startswith("[fail]")
     # seeds disagree by more than the rise: BN rises 0 and 12 (mean 6, spread 12) -> inconclusive
     v = check("batch_sweep", "check_wh1", base | {"bn_n2": [10, 23]})
     assert v.status == INCONCLUSIVE
     v = check("batch_sweep", "check_wh1", base | {"gn_n32": [14.5, 14.5], "gn_n2": [15, 15]})
-    assert v.status == INCONCLUSIVE and v.outcomes[1].startswith("[inconclusive]")
+    assert v.status == INCONCLUSIVE and v.outcomes[2].startswith("[inconclusive]")
     # a missing N=2 run
     without = {k: v for k, v in base.items() if k != "gn_n2"}
     assert check("batch_sweep", "check_wh1", without).status == INCONCLUSIVE
+
+
+def test_wh1_bn_falling_with_gn_falling_faster_fails():
+    # the case the first rule passed vacuously: BN falls 2.9 (18 -> 15.1, 19 -> 16.1), GN falls 11.15
+    # (30 -> 18.85, 31 -> 19.85): -2.9 >= 3 x -11.15 held; now BN's rise must be positive: -2.9 < 0 beyond
+    # the spread 0 fails; against 3 x max(GN's rise, 0) = 0 too
+    v = check("batch_sweep", "check_wh1", {"bn_n32": [18, 19], "bn_n2": [15.1, 16.1], "gn_n32": [30, 31],
+                                            "gn_n2": [18.85, 19.85]})
+    assert v.status == FAIL and v.outcomes[0].startswith("[fail]") and v.outcomes[1].startswith("[fail]")
+    assert v.measured["BN error rise N=32->2 (points)"]["mean"] == pytest.approx(-2.9)
+    assert v.measured["max(GN error rise, 0) per seed"]["values"] == [0.0, 0.0]
+
+
+def test_wh1_bn_rise_within_its_spread_is_inconclusive():
+    # BN rises 1 and -0.5 (mean 0.25, spread 1.5): not positive beyond its spread; GN flat, gap 3 points
+    v = check("batch_sweep", "check_wh1", {"bn_n32": [15, 15], "bn_n2": [16, 14.5], "gn_n32": [12, 12],
+                                            "gn_n2": [12, 12]})
+    assert v.outcomes[0].startswith("[inconclusive]") and v.status == INCONCLUSIVE
+    assert "within the seed spread 1.50" in v.outcomes[0]
+
+
+def test_wh1_gn_rise_is_clipped_at_zero_per_seed():
+    # GN falls 1 in one seed and rises 1 in the other: max(., 0) gives 0 and 1 (mean 0.5, spread 1);
+    # BN rises 2 and 2.4 (mean 2.2): 2.2 >= 3 x 0.5 = 1.5 by 0.7, within 3 x 1 = 3: inconclusive
+    v = check("batch_sweep", "check_wh1", {"bn_n32": [15, 15], "bn_n2": [17, 17.4], "gn_n32": [12, 12],
+                                            "gn_n2": [11, 13]})
+    assert v.measured["max(GN error rise, 0) per seed"]["values"] == [0.0, 1.0]
+    assert v.outcomes[0].startswith("[pass]") and v.outcomes[1].startswith("[inconclusive]")
+
+
+def test_wh1_outside_the_regime_is_inconclusive_with_its_numbers():
+    passing = {"bn_n32": [10, 11], "bn_n2": [16, 17], "gn_n32": [12, 12.5], "gn_n2": [12.5, 13]}
+    # R1: BN at N=32 memorizes (clean training accuracy 4 points above test)
+    v = check("batch_sweep", "check_wh1", passing, regime={"bn_n32": (4.0, 0.1)})
+    assert v.status == INCONCLUSIVE and v.sentence.startswith("outside the paper's regime: R1: bn_n32")
+    assert "gap +4.00 > 3 points" in v.sentence and not v.regime["inside"]
+    assert any(o.startswith("(not decided") and "[pass]" in o for o in v.outcomes)  # the numbers stay
+    assert v.measured["BN error rise N=32->2 (points)"]["mean"] == pytest.approx(6)
+    # R2: GN at N=32 ends at 0.13 vs its lowest 0.1 over N: 1.3 > 1.25
+    v = check("batch_sweep", "check_wh1", passing, regime={"gn_n32": (1.0, 0.13)})
+    assert v.status == INCONCLUSIVE and "R2: gn_n32 trained less" in v.sentence and "1.30 x" in v.sentence
+    # 1.25 exactly is inside; a third N of the same norm counts toward the lowest (BN at N=8: 0.08)
+    assert check("batch_sweep", "check_wh1", passing, regime={"gn_n32": (1.0, 0.125)}).status == PASS
+    v = check("batch_sweep", "check_wh1", passing | {"bn_n8": [12, 12]}, regime={"bn_n8": (1.0, 0.079)})
+    assert v.status == INCONCLUSIVE and "R2: bn_n32" in v.sentence and "R2: bn_n2" in v.sentence
+    # a failing claim outside the regime is not a fail either
+    v = check("batch_sweep", "check_wh1", passing | {"gn_n2": [14.5, 15]}, regime={"gn_n2": (3.5, 0.1)})
+    assert v.status == INCONCLUSIVE and "(not decided, outside the paper's regime) [fail]" in v.outcomes[2]
+
+
+def test_wh_claims_without_the_regime_measures_are_inconclusive():
+    ctx = context("renorm", {"bn_n4": [14, 14], "gn_n4": [12, 12], "brn_n4": [13, 13]})
+    ctx.runs.table = ctx.runs.table.drop(columns=["train_clean_acc", "train_clean_loss"])
+    v = wuhe("renorm").hook("check_wh5")(ctx)
+    assert v.status == INCONCLUSIVE and v.sentence.startswith("regime not measured for bn_n4, brn_n4, gn_n4")
 
 
 def test_paired_difference_pairs_seeds_and_counts_diverged():
@@ -75,6 +139,10 @@ def test_wh2_order_and_gap():
     v = check("norms", "check_wh2", ok | {"gn_n32": [13, 13]})  # 13 - 11 = 2 > 1.5
     assert v.status == FAIL and v.outcomes[2].startswith("[fail]")
     assert check("norms", "check_wh2", ok | {"ln_n32": [21, 21]}).status == FAIL  # LN above IN
+    # IN memorizes: outside the regime; GN at N=32 less trained than GN at N=2 (R2 reads the sweep's cells)
+    assert check("norms", "check_wh2", ok, regime={"in_n32": (3.2, 0.1)}).status == INCONCLUSIVE
+    v = check("norms", "check_wh2", ok | {"gn_n2": [11, 11]}, regime={"gn_n32": (1.0, 0.2)})
+    assert v.status == INCONCLUSIVE and "R2: gn_n32" in v.sentence
 
 
 def test_wh3_in_highest_and_best_in_between():

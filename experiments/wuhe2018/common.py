@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from normexp.claims import Cell, error_percent, format_value
+from normexp.claims.regime import Regime, check_regime
 from normexp.plots import seed_band
 
 # the paper's ImageNet validation error (%), ResNet-50 (docs/claims.md, Wu & He 2018)
@@ -46,6 +47,30 @@ def cell(ctx, norm: str, n: int, extra: tuple[str, ...] = (), name: str | None =
     return {"name": name or f"{norm}_n{n}",
             "overrides": [*p["resnet"][ctx.profile], *NORMS[norm], *per_slice, *extra,
                           f"data.batch_size={devices * n}", f"optim.lr={format_value(lr)}", *steps]}
+
+
+SWEEP_NORMS = ("bn", "gn")  # the norms trained at every N: R2 compares each one across N
+
+
+def sizes(ctx) -> list[int]:
+    """The N of the batch sweep at this profile."""
+    return [int(n) for n in ctx.params["per_device"][ctx.profile]]
+
+
+def with_sweep_cells(ctx, cells: list[dict], extra_sizes: tuple[int, ...] = ()) -> list[dict]:
+    """``cells`` plus BN and GN at every N of the sweep (and ``extra_sizes``), so that a claim on some of
+    them can check R2 across N. They are the batch sweep's runs (the same overrides): trained once."""
+    ns = sorted(set(sizes(ctx)) | set(extra_sizes), reverse=True)
+    sweep = [cell(ctx, norm, n) for n in ns for norm in SWEEP_NORMS]
+    return list({c["name"]: c for c in [*cells, *sweep]}.values())
+
+
+def regime(ctx, used: list[str]) -> Regime:
+    """R1 for the cells a claim uses, R2 for those of BN and GN across the N this experiment trained."""
+    names = list(dict.fromkeys(ctx.runs.table["cell"])) if len(ctx.runs.table) else []
+    groups = [[n for n in names if n.startswith(f"{norm}_n") and n[len(norm) + 2:].isdigit()]
+              for norm in SWEEP_NORMS]
+    return check_regime(ctx.runs, used, groups)
 
 
 def error_cell(runs, name: str, label: str | None = None) -> Cell:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 
 from normexp.claims import Outcome, Verdict, compare
+from normexp.claims.regime import gate
 from normexp.plots import figure
 
-from .common import PAPER_BY_GROUPS, PAPER_BY_NORM, cell, error_cell, fmt
+from .common import PAPER_BY_GROUPS, PAPER_BY_NORM, cell, error_cell, fmt, regime, with_sweep_cells
 
 
 def group_name(ctx, g) -> str:
@@ -25,7 +26,7 @@ def group_cells(ctx) -> list[dict]:
     for k in ctx.params["channels_per_group"][ctx.profile]:
         cells.append(cell(ctx, "gn", 32, ("norm.groups=null", f"norm.channels_per_group={k}"),
                           name=f"cpg{k}_n32"))
-    return cells
+    return with_sweep_cells(ctx, cells)
 
 
 def _label(g) -> str:
@@ -46,7 +47,8 @@ def check_wh3(ctx) -> Verdict:
                                 missing=True))
     num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
     sentence = "error by G: " + ", ".join(f"{g} {num(e[g])}" for g in groups) + " %"
-    return Verdict.from_outcomes("WH-3", outcomes, list(e.values()), sentence)
+    verdict = Verdict.from_outcomes("WH-3", outcomes, list(e.values()), sentence)
+    return gate(verdict, regime(ctx, [group_name(ctx, g) for g in groups]))
 
 
 def table3_error_by_groups(ctx) -> pd.DataFrame:

@@ -6,15 +6,25 @@ from __future__ import annotations
 import pandas as pd
 
 from normexp.claims import Verdict, compare
+from normexp.claims.regime import gate
 from normexp.plots import figure
 
-from .common import LABELS, PAPER_BY_NORM, cell, error_cell, error_curves, method_table
+from .common import (
+    LABELS,
+    PAPER_BY_NORM,
+    cell,
+    error_cell,
+    error_curves,
+    method_table,
+    regime,
+    with_sweep_cells,
+)
 
 NORMS = ("bn", "ln", "in", "gn")
 
 
 def norm_cells(ctx) -> list[dict]:
-    return [cell(ctx, norm, 32) for norm in NORMS]
+    return with_sweep_cells(ctx, [cell(ctx, norm, 32) for norm in NORMS])
 
 
 def check_wh2(ctx) -> Verdict:
@@ -24,7 +34,8 @@ def check_wh2(ctx) -> Verdict:
                 compare(e["gn"], "<=", e["bn"], offset=1.5, fmt="{:.2f}")]
     num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
     sentence = "error at N=32: " + ", ".join(f"{LABELS[n]} {num(e[n])}" for n in NORMS) + " %"
-    return Verdict.from_outcomes("WH-2", outcomes, list(e.values()), sentence)
+    verdict = Verdict.from_outcomes("WH-2", outcomes, list(e.values()), sentence)
+    return gate(verdict, regime(ctx, [f"{norm}_n32" for norm in NORMS]))
 
 
 def table1_error_by_norm(ctx) -> pd.DataFrame:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import pandas as pd
 
 from normexp.claims import Verdict, compare
+from normexp.claims.regime import gate
 from normexp.plots import figure
 
-from .common import LABELS, PAPER_RENORM, cell, error_cell, error_curves, method_table
+from .common import (
+    LABELS,
+    PAPER_RENORM,
+    cell,
+    error_cell,
+    error_curves,
+    method_table,
+    regime,
+    with_sweep_cells,
+)
 
 NORMS = ("bn", "brn", "gn")
 
 
 def renorm_cells(ctx) -> list[dict]:
-    return [cell(ctx, norm, 4) for norm in NORMS]
+    return with_sweep_cells(ctx, [cell(ctx, norm, 4) for norm in NORMS], extra_sizes=(4,))
 
 
 def check_wh5(ctx) -> Verdict:
@@ -22,7 +32,8 @@ def check_wh5(ctx) -> Verdict:
     gn = error_cell(ctx.runs, "gn_n4", "GN error % at N=4")
     num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
     sentence = f"error at N=4: BRN {num(brn)}, BN {num(bn)}, GN {num(gn)} %"
-    return Verdict.from_outcomes("WH-5", [compare(brn, "<", bn, fmt="{:.2f}")], [brn, bn, gn], sentence)
+    verdict = Verdict.from_outcomes("WH-5", [compare(brn, "<", bn, fmt="{:.2f}")], [brn, bn, gn], sentence)
+    return gate(verdict, regime(ctx, [f"{n}_n4" for n in NORMS]))
 
 
 def renorm_error(ctx) -> pd.DataFrame:

@@ -149,6 +149,7 @@ class Verdict:
     outcomes: list[str] = field(default_factory=list)
     paper: str = ""
     figure: str = ""
+    regime: dict = field(default_factory=dict)  # claims.regime: the measures, and whether they gated it
 
     @classmethod
     def from_outcomes(cls, claim_id: str, outcomes: list[Outcome], cells: list[Cell], sentence: str = "",
@@ -164,4 +165,5 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "status": self.status, "figure": self.figure, "paper": self.paper,
-                "sentence": self.sentence, "outcomes": self.outcomes, "measured": self.measured}
+                "sentence": self.sentence, "outcomes": self.outcomes, "measured": self.measured,
+                "regime": self.regime}

@@ -11,11 +11,11 @@ from pathlib import Path
 from normexp import lifecycle
 from normexp.errors import ConfigError, choices
 
-from .evaluate import code_version, write_experiment
+from .evaluate import CODE_FOLDERS, code_version, environment, uncommitted_code, write_experiment
 from .execute import execute
 from .plan import Context, Planner, plan_experiment, start_over_stale
 from .report import write_report
-from .spec import discover, load_specs, select, suite_profiles
+from .spec import ROOT, discover, load_specs, select, suite_profiles
 from .tables import LazyRuns, run_table
 
 
@@ -32,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--outputs", type=Path, default=Path("outputs/reproduce"), help="run dirs go here")
     p.add_argument("--results", type=Path, default=Path("results"), help="<profile>/... and REPORT.md")
     p.add_argument("--dry-run", action="store_true", help="list the runs as normexp-train command lines")
+    p.add_argument("--allow-dirty", action="store_true", help="write into the repository's results/ although "
+                   "normexp/, experiments/ or configs/ have uncommitted changes (the report lists them)")
     return p.parse_args(argv)
 
 
@@ -39,10 +41,20 @@ def check_args(args: argparse.Namespace) -> None:
     profiles = suite_profiles()
     if args.profile not in profiles:
         raise ConfigError("--profile", args.profile, choices(profiles))
+    dirty = uncommitted_code() if _is_committed_results(args.results) and not args.dry_run else []
+    if dirty and not args.allow_dirty:
+        raise ConfigError("--results", str(args.results), "the committed results come from committed code, "
+                          f"and {len(dirty)} file(s) under {', '.join(CODE_FOLDERS)} differ from the commit "
+                          f"({', '.join(dirty[:3])}{', ...' if len(dirty) > 3 else ''}): commit them, write "
+                          "elsewhere (--results DIR), or pass --allow-dirty (the report names the files)")
     if args.jobs < 1:
         raise ConfigError("--jobs", args.jobs, "must be an integer >= 1")
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads", args.threads, "must be an integer >= 1")
+
+
+def _is_committed_results(results: Path) -> bool:
+    return results.resolve() == (ROOT / "results").resolve()
 
 
 def main(argv=None) -> int:
@@ -57,7 +69,8 @@ def main(argv=None) -> int:
     invocation = {"command": "normexp-reproduce " + " ".join(
                       ["--profile", args.profile] + (["--spec", str(args.spec)] if args.spec else [])
                       + (["--only", args.only] if args.only else [])),
-                  "code_version": code_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                  "code_version": code_version(), "uncommitted": uncommitted_code(),
+                  "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                   "jobs": args.jobs, "host": os.uname().nodename, "wall_seconds": time.time() - started}
     status = 0
     for exp in experiments:

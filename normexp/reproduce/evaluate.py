@@ -4,6 +4,7 @@ curves into ``<results>/<profile>/<experiment>/`` and summed up in ``claims.json
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import traceback
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from normexp.claims import Verdict
+from normexp.claims.regime import regime_table
 from normexp.records import META, atomic_write_json, read_json
 
 from .plan import Context
@@ -73,13 +75,55 @@ def markdown_table(frame: pd.DataFrame) -> str:
                       *(line(row) for row in frame.itertuples(index=False))])
 
 
-def code_version() -> str:
+def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], capture_output=True,
-                             text=True, timeout=5, cwd=ROOT)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=ROOT)
+        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return ""
+
+
+def code_version() -> str:
+    return _git("describe", "--always", "--dirty", "--abbrev=10") or "unknown"
+
+
+CODE_FOLDERS = ("normexp", "experiments", "configs")  # what computes a result
+
+
+def uncommitted_code() -> list[str]:
+    """Files under the code folders that differ from the commit (changed, added or untracked)."""
+    lines = _git("status", "--porcelain", "--untracked-files=all", "--", *CODE_FOLDERS).splitlines()
+    return sorted(line[3:] for line in lines if line.strip() and "__pycache__" not in line)
+
+
+LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "hydra-core", "omegaconf")
+
+
+def environment() -> dict:
+    """The library versions and the processor (and GPU) the runs of an invocation were made with."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"python": platform.python_version(), **{name: installed(name) for name in LIBRARIES},
+            "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu}
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
 
 
 def run_counts(table: pd.DataFrame) -> dict:
@@ -101,6 +145,6 @@ def write_experiment(exp: Experiment, ctx: Context, out: Path, invocation: dict)
               "evidence": exp.evidence(ctx.profile), **invocation,
               "run_seconds": float(pd.to_numeric(table.get("wall_seconds"), errors="coerce").sum()),
               "runs": run_counts(table), "run_commits": commits.dropna().value_counts().to_dict(),
-              "notices": ctx.notices, **evaluated}
+              "notices": ctx.notices, **evaluated, "regime": regime_table(ctx.runs).to_dict("records")}
     atomic_write_json(out / "claims.json", record)
     return record

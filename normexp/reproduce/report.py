@@ -54,6 +54,7 @@ def profile_section(profile: str, records: list[dict], doc: str) -> list[str]:
                   f"this invocation ran {ran} of the {planned} runs (the others were already finished under "
                   f"the outputs folder); run time of all {planned}: "
                   f"{sum(x['run_seconds'] for x in same) / 60:.1f} min"]
+        lines += environment_lines(r)
     seeds = sorted({tuple(r["seeds"]) for r in records})
     lines += [f"- seeds per cell: {', '.join(str(list(s)) for s in seeds)}", ""]
     if any(r["claims"] for r in records):
@@ -63,15 +64,59 @@ def profile_section(profile: str, records: list[dict], doc: str) -> list[str]:
     return lines
 
 
+def environment_lines(r: dict) -> list[str]:
+    env, dirty = r.get("environment"), r.get("uncommitted")
+    lines = []
+    if env:
+        libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("cpu", "cores", "gpu") and v)
+        lines.append(f"  - environment: {libs}; {env.get('cpu')} ({env.get('cores')} cores)"
+                     + (f", GPU {env['gpu']}" if env.get("gpu") else ""))
+    if dirty:
+        lines.append(f"  - **made from uncommitted code** (--allow-dirty): {', '.join(dirty)}")
+    return lines
+
+
 def claim_table(records: list[dict], doc: str, smoke: bool) -> list[str]:
     lines = ["| claim | paper figure | the paper reports | we measured (seed mean, spread = max - min) "
-             "| verdict |", "| --- | --- | --- | --- | --- |"]
+             "| regime (docs/claims.md) | verdict |", "| --- | --- | --- | --- | --- | --- |"]
     for r in records:
         for c in r["claims"]:
             verdict = VERDICT_MARK.get(c["status"], c["status"]) + (" (not evidence)" if smoke else "")
             claim = f"[{c['id']}]({doc}#{c['id'].lower()})"
-            lines.append(f"| {claim} | {c['figure']} | {c['paper']} | {c['sentence']} | {verdict} |")
+            lines.append(f"| {claim} | {c['figure']} | {c['paper']} | {c['sentence']} | {regime_text(c, r)} "
+                         f"| {verdict} |")
     return lines + [""]
+
+
+def regime_text(claim: dict, record: dict) -> str:
+    """The regime beside a verdict: R1 and R2 as checked for a claim they govern; for any other claim the
+    largest memorization gap over the experiment's cells, shown and not gated."""
+    if (claim.get("regime") or {}).get("gated"):
+        return "gated: " + claim["regime"]["text"]
+    rows = [row for row in record.get("regime") or [] if row.get("clean train loss") is not None]
+    if not rows:
+        return "not measured"
+    gaps = [row for row in rows if row.get("gap (points)") is not None]
+    if not gaps:
+        worst = max(rows, key=lambda row: row["clean train loss"])
+        return (f"not gated: no accuracy; highest clean training loss {worst['clean train loss']:.4g} "
+                f"({worst['cell']})")
+    widest = max(gaps, key=lambda row: row["gap (points)"])
+    return (f"not gated: largest clean-train minus test gap {widest['gap (points)']:+.2f} points "
+            f"({widest['cell']}: {widest['clean train acc %']:.2f} vs {widest['test acc %']:.2f}%)")
+
+
+def regime_lines(r: dict) -> list[str]:
+    rows = r.get("regime") or []
+    if not any(row.get("clean train loss") is not None for row in rows):
+        return []
+    import pandas as pd
+
+    from .evaluate import markdown_table
+
+    return ["**Regime measures** (per cell, seed means at the end of training: a fixed clean set of up to "
+            "10,000 training images evaluated as the test set is, and the test set; gap = clean training "
+            "accuracy - test accuracy)", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
 def experiment_section(profile: str, r: dict) -> list[str]:
@@ -88,10 +133,11 @@ def experiment_section(profile: str, r: dict) -> list[str]:
         lines += [f"The runs were made by the code at commit {commits}.", ""]
     for c in r["claims"]:
         details = "; ".join(c.get("outcomes") or [c["sentence"]])
-        lines.append(f"- **{c['id']}** ({c['status']}): {details}")
+        lines.append(f"- **{c['id']}** ({c['status']}): {details}. Regime: {regime_text(c, r)}")
     if not r["claims"]:
         lines.append("No claims (figures and tables only, no verdict).")
     lines.append("")
+    lines += regime_lines(r)
     for t in r.get("tables", []):
         lines += [f"**{t['name']}** (`{rel}/{t['csv']}`)", "", t["markdown"], ""]
     for f in r.get("figures", []):

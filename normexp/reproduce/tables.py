@@ -12,7 +12,8 @@ from normexp.results import load_metrics, run_row
 
 from .plan import PlannedRun
 
-NUMERIC = ("test_acc", "train_acc", "test_loss", "train_loss", "step", "steps", "diverged_step")
+NUMERIC = ("test_acc", "train_acc", "test_loss", "train_loss", "train_clean_acc", "train_clean_loss", "step",
+           "steps", "diverged_step")
 
 
 def run_table(runs: list[PlannedRun]) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-# Both targets create or reuse .venv, install the project and (as root, with apt) the offline
-# Fashion-MNIST package, then run. Nothing else is needed on a fresh machine.
+# Both targets create or reuse .venv, install the project with the pinned versions of constraints.txt and (as
+# root, with apt) the offline Fashion-MNIST package, then run. Nothing else is needed on a fresh machine.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,10 +16,10 @@ reproduce: setup
 
 setup: $(STAMP) data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 data:

@@ -273,28 +273,53 @@ def test_cells_shared_between_experiments_train_once(tmp_path):
     assert "data.batch_size=8" in plain and "norm=batch" in plain and "optim.lr=0.025" in plain
 
 
-def test_lr_pilot_runs_the_full_profiles_cells_on_a_grid_of_base_lr_times_n_over_32(tmp_path):
+def _regime_pilot():
     import importlib.util
 
     from conftest import REPO
 
-    from normexp.lrmap import LrGrid
-    from normexp.reproduce.spec import override_key
+    path = REPO / "experiments/wuhe2018/regime_pilot.py"
+    spec = importlib.util.spec_from_file_location("regime_pilot", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    spec = importlib.util.spec_from_file_location("lr_pilot", REPO / "experiments/wuhe2018/lr_pilot.py")
-    lr_pilot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lr_pilot)
-    cells = lr_pilot.planned_cells()
-    assert set(cells) == {"bn_n32", "gn_n32", "ln_n32", "bn_n2", "gn_n2"}
-    args = lr_pilot.lrmap_args("gn_n2", cells["gn_n2"], tmp_path)
-    given = args[:args.index("--dense")]
-    expected = {"norm=group", "data.batch_size=16", "profile=full", "model.depth=14", "train.eval_every=0"}
-    assert expected <= set(given)
-    assert not {"optim.lr", "seed", "hydra.run.dir"} & {override_key(o) for o in given}
-    lo, hi = (float(args[args.index(flag) + 1]) for flag in ("--lr-min", "--lr-max"))
-    # base lr 0.1, 0.2, 0.4, 0.8 at N = 2: x 2 / 32
-    assert LrGrid(lo, hi, resolution=2).values == [0.00625, 0.0125, 0.025, 0.05]
-    assert "norm=layer" in cells["ln_n32"] and "data.batch_size=256" in cells["ln_n32"]
+
+def test_regime_pilot_runs_the_profiles_cells_at_each_design(tmp_path):
+    pilot = _regime_pilot()
+    runs = {(r.experiment, r.cell): r for r in pilot.planned_runs("quick", tmp_path)}
+    assert len(runs) == 6 * 4
+    quick = runs[("30k_lr0.8", "gn_n2")]
+    # 30,000 images at an optimizer batch of 8 x 2: 1,875 steps; lr 0.8 x 2 / 32
+    assert {"norm=group", "data.batch_size=16", "model.depth=8", "train.steps=1875", "optim.lr=0.05",
+            "data.train_subset=null", "seed=0", "train.eval_every=0"} <= set(quick.overrides)
+    assert quick.cfg.train.steps == 1875 and quick.cfg.data.train_subset is None
+    full = {(r.experiment, r.cell): r for r in pilot.planned_runs("full", tmp_path)}[("2ep_lr0.4", "bn_n32")]
+    assert {"train.epochs=2", "optim.lr=0.4", "model.depth=14", "data.test_subset=null"} \
+        <= set(full.overrides)
+
+
+def test_regime_pilot_rule_reads_the_regime_and_the_cost_only():
+    pilot = _regime_pilot()
+
+    def rows(design, images, losses, gaps=(1, 1, 1, 1)):
+        return [{"design": design, "images_per_run": images, "cell": c, "status": "completed",
+                 "clean_train_loss": loss, "gap_points": g, "seconds": 10}
+                for c, loss, g in zip(pilot.CELLS, losses, gaps, strict=True)]
+
+    # cells: bn_n32, gn_n32, bn_n2, gn_n2
+    table = pd.DataFrame(rows("a", 30000, (0.30, 0.40, 0.30, 0.30))       # GN 0.40 / 0.30 = 1.33: no R2
+                         + rows("b", 30000, (0.30, 0.36, 0.30, 0.30))     # 1.2: admissible, worst 0.36
+                         + rows("c", 60000, (0.20, 0.22, 0.20, 0.20))     # admissible, worst 0.22, dearer
+                         + rows("d", 30000, (0.28, 0.30, 0.28, 0.29), gaps=(1, 1, 3.5, 1)))  # no R1
+    judged = pilot.judge(table).set_index("design")
+    assert list(judged["admissible"]) == [False, True, True, False]
+    assert judged.loc["a", "worst R2 ratio"] == pytest.approx(1.333, abs=1e-3)
+    assert pilot.choose(judged.reset_index(), "quick") == "b"  # the cheapest admissible
+    assert pilot.choose(judged.reset_index(), "full") == "c"   # the lowest worst loss
+    # nothing admissible: the smallest worst R2 ratio among the designs with R1 (d has none)
+    none = judged.reset_index().assign(admissible=False)
+    assert pilot.choose(none, "full") == "c"
 
 
 @pytest.mark.slow

@@ -41,9 +41,10 @@ def cell(ctx, norm: str, n: int, extra: tuple[str, ...] = (), name: str | None =
     per_slice = [f"norm.virtual_devices={devices}"] if norm in ("bn", "brn") else []
     if norm == "gn" and not any(o.startswith("norm.groups=") for o in extra):
         per_slice = [f"norm.groups={p['gn_groups'][ctx.profile]}"]
-    # a folder data set's size is not known before it is read: its epochs are given as steps here
-    images, epochs = p.get("folder_train_images", {}).get(ctx.profile), p.get("folder_epochs")
-    steps = [f"train.steps={int(epochs) * int(images) // (devices * n)}"] if images else []
+    # images per run, where a profile gives them (part of an epoch; a folder not read before planning): as
+    # steps, the same images for every N
+    images = (p.get("train_images") or {}).get(ctx.profile)
+    steps = [f"train.steps={int(images) // (devices * n)}"] if images else []
     return {"name": name or f"{norm}_n{n}",
             "overrides": [*p["resnet"][ctx.profile], *NORMS[norm], *per_slice, *extra,
                           f"data.batch_size={devices * n}", f"optim.lr={format_value(lr)}", *steps]}

@@ -1,7 +1,7 @@
 """normexp-bench: the speed figures, each a ratio of two things timed side by side in this one run.
 
     normexp-bench [--only overhead,probes,sweep,options,fold,suite] [--repeats 5] [--threads 1]
-                  [--markdown FILE]
+                  [--device cpu] [--markdown FILE]
 
 - overhead: harness step time over a minimal hand-written loop (same model built by the registry, same
   data already in memory, same batch; probes off), MLP and small VGG at batch 4 and 128. The harness time
@@ -18,6 +18,18 @@
   a 7x7 surface in one process with 2 torch threads and on 2 worker processes of one thread, scaled to
   51x51; and the Hessian-vector products Lanczos and power iteration need for the top eigenvalue at
   tol 1e-3 (MLP with and without BN trained 500 steps on mnist5k, 512 training examples, BN train mode).
+- norms: what each norm costs on Wu & He's ResNet (depth 14, Fashion-MNIST, N images per virtual device,
+  optimizer batch 8N, N = 32 and 2): training images per second of plain BN (statistics over the whole
+  batch), ghost BN (D = 8), GN (G = 4), LN, IN and Batch Renorm (D = 8), each over BN's, the norms taking
+  turns in blocks of steps; the absolute images per second; and each norm's peak memory of a few training
+  steps above the memory before them, gradients included (CUDA: ``torch.cuda.max_memory_allocated`` after
+  ``reset_peak_memory_stats``; CPU: the peak resident set size, reset through /proc/self/clear_refs, in a
+  fresh process per N whose glibc unmaps freed tensors and is trimmed before each norm, so no norm reuses
+  another's freed memory; these agree with a fresh process per norm to 0.2 MiB).
+- augment: the data pipeline's vectorized random crop (``data.crop_padding=2``) without and with flip, on
+  the same ResNet (ghost BN) at N = 32 and 2: step time with augmentation over without, taking turns; and
+  the milliseconds each adds to a batch fetch alone (a small cost can hide in a step's noise).
+The norms and augment sections run on ``--device`` (cpu, cuda or auto); the others on the CPU.
 
 Each figure is repeated and reported as min / median / max; a machine's noise moves both sides of a ratio
 together more than it moves either alone. Figures are not assertions: the tests never time anything.
@@ -26,6 +38,9 @@ together more than it moves either alone. Figures are not assertions: the tests 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
+import json
 import math
 import os
 import statistics
@@ -44,12 +59,32 @@ from normexp.data import build_data
 from normexp.models import build_model
 from normexp.norms import NormSpec
 from normexp.optim import build_optimizer
-from normexp.train import make_loss, run, seed_everything
+from normexp.train import configure_torch, make_loss, run, seed_everything
 
 QUIET = ["device=cpu", "train.progress=false", "logger=local", "probes=none"]
 OVERHEAD_CASES = [("mlp", 4, 2000), ("mlp", 128, 1000), ("vgg_small", 4, 600), ("vgg_small", 128, 100)]
 OPTION_CASES = [("vgg_small", 4), ("vgg_small", 128), ("resnet_cifar", 128)]
 BIN = Path(sys.executable).parent
+DEVICES = ("auto", "cpu", "cuda")
+ON_DEVICE = ("norms", "augment")  # the sections that run on --device
+# Wu & He's ResNet cell (experiments/wuhe2018/defaults.yaml: base and params.resnet.full), N per device
+WUHE_RESNET = ["data=fashion_mnist", "optim=momentum", "schedule=cosine", "model=resnet_cifar",
+               "model.stem_stride=2", "model.zero_init_last=true"]
+WUHE_DEVICES = 8  # D: the optimizer batch is D x N
+WUHE_NORMS = {  # label -> overrides; the first is the reference of the ratios
+    "BN (whole batch)": ["norm=batch"],
+    "ghost BN (D = 8)": ["norm=ghost_batch", f"norm.virtual_devices={WUHE_DEVICES}"],
+    "GN (G = 4)": ["norm=group", "norm.groups=4"],
+    "LN": ["norm=layer"],
+    "IN": ["norm=instance"],
+    "BRN (D = 8)": ["norm=batch_renorm", f"norm.virtual_devices={WUHE_DEVICES}"],
+}
+NORM_SIZES = (32, 2)  # N, images per virtual device
+NORM_DEPTH = 14
+IMAGES_PER_BLOCK = 1024  # a timed block: 4 steps at N = 32, 64 at N = 2
+WARMUP_STEPS = 2  # per step function, before any block
+MEMORY_STEPS = 3
+FREEING_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # a fixed threshold: freed blocks above it are unmapped
 
 
 def timed_run(model: str, batch: int, steps: int, threads: int) -> list[str]:
@@ -70,11 +105,12 @@ def spread(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
 
-def built(cfg):
+def built(cfg, device: torch.device = torch.device("cpu")):
     """The run's data, model and optimizer exactly as ``normexp-train`` builds them."""
     seed_everything(int(cfg.seed))
-    data = build_data(cfg.data, torch.device("cpu"), int(cfg.seed))
+    data = build_data(cfg.data, device, int(cfg.seed))
     model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)
+    model = model.to(device)
     return data, model, build_optimizer(cfg.optim, model)
 
 
@@ -455,6 +491,175 @@ def bench_suite() -> list[tuple]:
     return [*rows, ("quick reproduction suite, whole wall time (minutes)", "<= 20", total, total, total)]
 
 
+# ---------------------------------------------------------------- norms and augmentation on Wu & He's ResNet
+
+def wuhe_cell(norm: list[str], n: int, depth: int, threads: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """Overrides of a Wu & He ResNet cell at N images per virtual device (optimizer batch D x N), on a small
+    training subset (its size does not change a step's cost), no probes."""
+    return [*QUIET, *WUHE_RESNET, f"model.depth={depth}", *norm, *extra,
+            f"data.batch_size={WUHE_DEVICES * n}", "data.train_subset=2048", "data.test_subset=100",
+            f"train.threads={threads}"]
+
+
+def step_function(cfg, device: torch.device):
+    """A training step of ``cfg`` as the harness takes it: ``step(i)`` fetches batch ``i`` from the run's data
+    (augmentation included), forward, backward, optimizer step (no logging, no schedule). Its own model,
+    optimizer and data; returns (step, optimizer, data)."""
+    data, model, optimizer = built(cfg, device)
+    loss_fn = make_loss(data.info.task)
+
+    def step(i: int) -> None:
+        x, y = data.batch(i)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, optimizer, data
+
+
+def interleaved_seconds(steps: dict, block: int, repeats: int, device: torch.device, warmup: int
+                        ) -> dict[str, list[float]]:
+    """Seconds per step of each step function, in blocks of ``block`` steps that take turns (the order
+    reversed every other repeat), so a machine's drift hits them all alike; ``warmup`` steps each first."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    for step in steps.values():
+        for i in range(warmup):
+            step(i)
+    seconds, start = {name: [] for name in steps}, warmup
+    for r in range(repeats):
+        for name in list(steps) if r % 2 == 0 else list(reversed(steps)):
+            sync()
+            t0 = time.perf_counter()
+            for i in range(start, start + block):
+                steps[name](i)
+            sync()
+            seconds[name].append((time.perf_counter() - t0) / block)
+        start += block
+    return seconds
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def steps_rss_mib(steps: int, cells: list[list[str]]) -> list[float]:
+    """Of each cell in turn: the peak resident set size over ``steps`` training steps above the RSS before
+    them (weights, optimizer state, data), MiB, after a warm-up step (torch's one-time initialisations are no
+    norm's) and with the gradients freed (as on CUDA). For a fresh process whose glibc unmaps freed tensors
+    (:data:`FREEING_MALLOC`), trimmed before each cell: memory an allocator keeps would hide the next peak.
+    NaN where Linux's peak-RSS reset (/proc/self/clear_refs) is missing."""
+    mib = []
+    for overrides in cells:
+        cfg = compose(overrides)
+        configure_torch(cfg)
+        step, optimizer, _ = step_function(cfg, torch.device("cpu"))
+        step(0)
+        optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            before = _status_kib("VmRSS")
+        except (OSError, KeyError):
+            return [math.nan] * len(cells)
+        for i in range(1, steps + 1):
+            step(i)
+        mib.append((_status_kib("VmHWM") - before) / 1024)
+    return mib
+
+
+def steps_memory_mib(cells: list[list[str]], device: torch.device, steps: int, built_steps: list
+                     ) -> list[float]:
+    """Each cell's peak memory of ``steps`` training steps, MiB. CUDA: ``max_memory_allocated`` above what was
+    allocated before them (weights, optimizer state, data; the gradients freed first), of the step functions
+    ``built_steps`` [(step, optimizer, data)]. CPU: :func:`steps_rss_mib` in a fresh process."""
+    if device.type != "cuda":
+        code = "import json, sys; from normexp.bench import steps_rss_mib; " \
+               "print(json.dumps(steps_rss_mib(*json.loads(sys.argv[1]))))"
+        args, env = [sys.executable, "-c", code, json.dumps([steps, cells])], {**os.environ, **FREEING_MALLOC}
+        out = subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout
+        return json.loads(out.splitlines()[-1])
+    mib = []
+    for step, optimizer, _ in built_steps:
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        for i in range(steps):
+            step(i)
+        torch.cuda.synchronize()
+        mib.append((torch.cuda.max_memory_allocated() - before) / 2**20)
+    return mib
+
+
+def ratios(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    return spread([x / y for x, y in zip(a, b, strict=True)])
+
+
+def bench_norms(repeats: int, device: torch.device, threads: int, depth: int = NORM_DEPTH,
+                sizes: tuple[int, ...] = NORM_SIZES, images: int = IMAGES_PER_BLOCK,
+                warmup: int = WARMUP_STEPS, memory_steps: int = MEMORY_STEPS) -> list[tuple]:
+    """What each norm costs: per N, images per second of each norm over BN's (the norms taking turns in
+    blocks of about ``images`` images), the absolute images per second, and each norm's peak memory of a
+    training step."""
+    memory = f"peak RSS of {memory_steps} steps above before them (a fresh process: bench.steps_rss_mib)"
+    if device.type == "cuda":
+        memory = f"peak CUDA memory allocated in {memory_steps} steps above before them"
+    rows = []
+    for n in sizes:
+        batch = WUHE_DEVICES * n
+        cells = {label: wuhe_cell(norm, n, depth, threads) for label, norm in WUHE_NORMS.items()}
+        configure_torch(compose(cells["BN (whole batch)"]))
+        built_steps = {label: step_function(compose(cell), device) for label, cell in cells.items()}
+        steps = {label: step for label, (step, _, _) in built_steps.items()}
+        seconds = interleaved_seconds(steps, max(1, images // batch), repeats, device, warmup)
+        where = f"N = {n} (batch {batch}), resnet_cifar depth {depth}, {device.type}"
+        bn = seconds["BN (whole batch)"]
+        rows += [(f"images/s, {label} / BN, {where}", "", *ratios(bn, s)) for label, s in seconds.items()]
+        rows += [(f"images/s, {label}, {where}", "", *spread([batch / t for t in s]))
+                 for label, s in seconds.items()]
+        mib = steps_memory_mib(list(cells.values()), device, memory_steps, list(built_steps.values()))
+        rows += [(f"MiB, {label}, N = {n}: {memory}", "", m, m, m)
+                 for label, m in zip(cells, mib, strict=True)]
+    return rows
+
+
+def bench_augment(repeats: int, device: torch.device, threads: int, depth: int = NORM_DEPTH,
+                  sizes: tuple[int, ...] = NORM_SIZES, images: int = IMAGES_PER_BLOCK,
+                  warmup: int = WARMUP_STEPS) -> list[tuple]:
+    """The vectorized random crop (pad 2), without and with flip: training step time with it over without,
+    the three taking turns (ghost BN, each its own model built from the same seed); and the milliseconds it
+    adds to a batch, timed the same way on the batches alone (a step's noise can hide a small cost)."""
+    variants = {"none": ["data.crop_padding=0", "data.flip=false"],
+                "crop": ["data.crop_padding=2", "data.flip=false"],
+                "crop + flip": ["data.crop_padding=2", "data.flip=true"]}
+    rows = []
+    for n in sizes:
+        batch = WUHE_DEVICES * n
+        ghost = WUHE_NORMS["ghost BN (D = 8)"]
+        cells = {k: wuhe_cell(ghost, n, depth, threads, v) for k, v in variants.items()}
+        configure_torch(compose(cells["none"]))
+        built_steps = {k: step_function(compose(cell), device) for k, cell in cells.items()}
+        steps = {k: step for k, (step, _, _) in built_steps.items()}
+        batches = {k: data.batch for k, (_, _, data) in built_steps.items()}
+        block = max(1, images // batch)
+        seconds = interleaved_seconds(steps, block, repeats, device, warmup)
+        fetch = interleaved_seconds(batches, 16 * block, repeats, device, warmup)
+        where = f"ghost BN, N = {n} (batch {batch}), resnet_cifar depth {depth}, {device.type}"
+        for k in ("crop", "crop + flip"):
+            added = [1e3 * (a - b) for a, b in zip(fetch[k], fetch["none"], strict=True)]
+            rows += [(f"step time with {k} (data.crop_padding=2) / without, {where}", "",
+                      *ratios(seconds[k], seconds["none"])),
+                     (f"ms {k} adds per batch, data.batch alone, N = {n}, {device.type}", "", *spread(added))]
+        ms = [1e3 * t for t in seconds["none"]]
+        rows.append((f"ms per step without augmentation, {where}", "", *spread(ms)))
+    return rows
+
+
 SECTIONS = {
     "overhead": lambda a: bench_overhead(a.repeats, a.threads),
     "probes": lambda a: bench_probes(a.repeats, a.threads),
@@ -463,15 +668,21 @@ SECTIONS = {
     "fold": lambda a: bench_fold(a.repeats),
     "suite": lambda a: bench_suite(),
     "landscape": lambda a: bench_landscape(a.repeats),
+    "norms": lambda a: bench_norms(a.repeats, a.device, a.threads),
+    "augment": lambda a: bench_augment(a.repeats, a.device, a.threads),
 }
 
 
-def section_markdown(section: str, rows: list[tuple], command: str) -> str:
+def section_markdown(section: str, rows: list[tuple], command: str, device: torch.device | None = None
+                     ) -> str:
+    """The section's table; ``device``: the one its figures ran on, named when a GPU."""
+    cuda = device is not None and device.type == "cuda"
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if cuda else ""
     lines = [
         f"## {section}",
         "",
         f"`{command}` on {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads in the benchmark process.",
+        f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads in the benchmark process{gpu}.",
         "",
         "| figure | target | min | median | max |",
         "| --- | --- | --- | --- | --- |",
@@ -504,6 +715,8 @@ def cli() -> int:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the in-process figures")
+    parser.add_argument("--device", default="cpu",
+                        help=f"{', '.join(DEVICES)}: where the norms and augment sections run (others: cpu)")
     parser.add_argument(
         "--markdown",
         type=Path,
@@ -517,6 +730,13 @@ def cli() -> int:
             file=sys.stderr,
         )
         return 2
+    cuda = torch.cuda.is_available()
+    if args.device not in DEVICES or (args.device == "cuda" and not cuda):
+        why = "CUDA is not available on this machine: choose from auto, cpu" if args.device == "cuda" else (
+            f"choose from {', '.join(DEVICES)}")
+        print(f"normexp-bench: error: --device={args.device!r} is not valid: {why}", file=sys.stderr)
+        return 2
+    args.device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and cuda) else "cpu")
     torch.set_num_threads(args.threads)
     command, done = ("normexp-bench " + " ".join(sys.argv[1:])).strip(), {}
     for section in args.only.split(","):
@@ -527,7 +747,8 @@ def cli() -> int:
                 f"{row[0]:<90} {row[1]:>8}  min {row[2]:.3g}  median {row[3]:.3g}  max {row[4]:.3g}",
                 flush=True,
             )
-        done[section] = section_markdown(section, rows, command)
+        device = args.device if section in ON_DEVICE else None
+        done[section] = section_markdown(section, rows, command, device)
         if args.markdown:  # after each section, so a long benchmark keeps what it measured
             write_markdown(args.markdown, done)
     return 0

@@ -1,6 +1,25 @@
-"""normexp-bench's markdown: a run of some sections replaces those and keeps the others (no timing here)."""
+"""normexp-bench's markdown: a run of some sections replaces those and keeps the others; the norms and augment
+sections' rows at a tiny size; --device's errors (no timing here)."""
 
-from normexp.bench import SECTIONS, section_markdown, write_markdown
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from normexp.bench import (
+    NORM_DEPTH,
+    SECTIONS,
+    WUHE_DEVICES,
+    WUHE_NORMS,
+    WUHE_RESNET,
+    bench_augment,
+    bench_norms,
+    cli,
+    section_markdown,
+    write_markdown,
+)
 
 
 def test_writing_some_sections_keeps_the_others_in_section_order(tmp_path):
@@ -16,3 +35,50 @@ def test_writing_some_sections_keeps_the_others_in_section_order(tmp_path):
     text = path.read_text()
     assert "| s | >= 1.7 | 1.9 | 2 | 2.1 |" in text and "`cmd a`" not in text and "`cmd b`" in text
     assert list(SECTIONS)[:2] == ["overhead", "probes"]
+
+
+def _finite_positive(*values) -> bool:
+    return all(math.isfinite(v) and v > 0 for v in values)
+
+
+def test_the_norms_and_augment_sections_at_a_tiny_size_give_well_formed_rows():
+    """Depth 8, N = 2, two blocks of one step: the rows' shape and sense, not their values (no timing)."""
+    cpu = torch.device("cpu")
+    rows = bench_norms(2, cpu, 1, depth=8, sizes=(2,), images=16, warmup=1, memory_steps=1)
+    assert all(len(r) == 5 and isinstance(r[0], str) and r[1] == "" and r[2] <= r[3] <= r[4] for r in rows)
+    labels = list(WUHE_NORMS)
+    ratio, absolute, memory = rows[:6], rows[6:12], rows[12:]
+    assert len(memory) == 6 and [r[0].split(", ")[1] for r in memory] == labels
+    assert all(f", {label} / BN, N = 2 (batch 16)" in r[0] for r, label in zip(ratio, labels, strict=True))
+    assert ratio[0][2:] == (1.0, 1.0, 1.0)  # BN over itself, from the same timings
+    assert all(_finite_positive(*r[2:]) for r in ratio[1:] + absolute)
+    if Path("/proc/self/clear_refs").exists():  # Linux: the peak RSS can be reset
+        assert all(_finite_positive(*r[2:]) and r[2] == r[4] and "peak RSS" in r[0] for r in memory)
+
+    rows = bench_augment(2, cpu, 1, depth=8, sizes=(2,), images=16, warmup=1)
+    assert [r[0].split(",")[0] for r in rows] == [
+        "step time with crop (data.crop_padding=2) / without", "ms crop adds per batch",
+        "step time with crop + flip (data.crop_padding=2) / without", "ms crop + flip adds per batch",
+        "ms per step without augmentation"]
+    assert all(len(r) == 5 and r[2] <= r[3] <= r[4] and all(map(math.isfinite, r[2:])) for r in rows)
+    assert all(_finite_positive(*r[2:]) for r in rows[::2])  # a difference of two timings may be < 0
+
+
+def test_the_norms_section_trains_the_wuhe_resnet_cell_of_the_full_profile():
+    from normexp.reproduce.spec import discover
+
+    spec = next(e for e in discover() if e.id == "wuhe2018/norms").spec
+    full, params = [*spec["base"], *spec["params"]["resnet"]["full"]], spec["params"]
+    assert [o for o in full if not o.startswith(("train.", "model.depth="))] == WUHE_RESNET
+    assert f"model.depth={NORM_DEPTH}" in full and params["devices"] == WUHE_DEVICES
+    assert f"norm.groups={params['gn_groups']['full']}" in WUHE_NORMS["GN (G = 4)"]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda"])
+def test_a_bad_device_is_a_one_line_error(device, monkeypatch, capsys):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is there")
+    monkeypatch.setattr(sys, "argv", ["normexp-bench", "--only", "norms", "--device", device])
+    assert cli() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"normexp-bench: error: --device={device!r} is not valid")

@@ -229,6 +229,21 @@ def test_a_checkpoint_inside_a_logging_window_resumes_that_window_exactly(tmp_pa
     assert_same_run(tmp_path / "reference", tmp_path / "resumed")
 
 
+def test_a_run_with_random_crop_and_flip_resumes_bit_identically(tmp_path, monkeypatch, reference):
+    # the crop offsets and flips of step i come from a generator seeded with (seed, i), not the global RNG
+    overrides = [*RESUMABLE, "data.crop_padding=2", "data.flip=true"]
+    train(tmp_path / "reference", overrides)
+    monkeypatch.setattr(TensorData, "batch", _failing_batch(TensorData.batch, at=17))
+    with pytest.raises(RuntimeError):
+        train(tmp_path / "resumed", overrides)
+    monkeypatch.undo()
+    assert train(tmp_path / "resumed", overrides)["status"] == "completed"
+    assert read_json(tmp_path / "resumed" / "meta.json")["resumed_from_step"] == 10
+    assert_same_run(tmp_path / "reference", tmp_path / "resumed")
+    plain, augmented = torch.load(reference / MODEL), torch.load(tmp_path / "reference" / MODEL)
+    assert any(not torch.equal(plain[k], augmented[k]) for k in plain)  # the augmentation was on
+
+
 def test_a_finished_run_dir_is_returned_as_it_is(tmp_path):
     first = train(tmp_path, FAST)
     metrics = (tmp_path / METRICS).read_text()
@@ -431,7 +446,7 @@ def _local_records_complete(run_dir: Path, expected: Path | None = None) -> None
     assert (run_dir / "config.yaml").exists() and (run_dir / "meta.json").exists()
     steps = [(r["step"], r["split"]) for r in read_metrics(run_dir)]
     assert steps == [(0, "test"), (5, "train"), (10, "train"), (10, "test"), (15, "train"), (20, "train"),
-                     (20, "test")]
+                     (20, "test"), (20, "train_clean")]
     if expected is not None:  # the tracker changes nothing that is computed
         assert [without_timing(r) for r in read_metrics(run_dir)] == [without_timing(r) for r in
                                                                      read_metrics(expected)]

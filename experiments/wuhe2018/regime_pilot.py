@@ -1,7 +1,7 @@
 """The regime pilot (README, "The regime pilot"): which design puts a profile's ResNet cells in the paper's
 regime (docs/claims.md, "The regime"), chosen by a rule fixed before the pilot ran.
 
-    .venv/bin/python experiments/wuhe2018/regime_pilot.py quick|full [OUT]   # default outputs/wuhe2018_pilot
+    .venv/bin/python experiments/wuhe2018/regime_pilot.py quick|quick2|full [OUT]   # outputs/wuhe2018_pilot
 
 Pilot cells: BN and GN at N = 32 and N = 2 as the profile plans them (``normexp-reproduce --profile P``),
 seed 0, with the design's base lr (lr = base x N / 32) and length; the test set is read once, at the end,
@@ -15,9 +15,12 @@ most 1.25x the smaller (R2 between the ends of the sweep). The rule, per profile
   hand pilot's per-run cost): the admissible design with the lowest worst clean training loss;
 - no admissible design: among those with R1, the smallest worst R2 ratio (the profile is then outside the
   regime, and its regime-gated verdicts say so).
+- quick2, a second round written after round 1 found no admissible quick design and before it ran: the same
+  rule over its designs; if none is admissible, round 1's choice stands.
 
 No test error enters the choice except through R1's gap. Writes
-``results/<profile>/wuhe2018/regime_pilot/pilot.csv`` (one row per design and cell) and prints the choice.
+``results/<profile>/wuhe2018/regime_pilot/pilot.csv`` (round 2: ``round2.csv``; one row per design and cell),
+its ``*_designs.csv`` (the rule's measures per design), and prints the choice.
 """
 import sys
 from pathlib import Path
@@ -31,11 +34,16 @@ from normexp.reproduce.execute import execute
 from normexp.reproduce.spec import discover, merge_overrides, override_key
 
 CELLS = ("bn_n32", "gn_n32", "bn_n2", "gn_n2")
-DESIGNS = {  # name -> (images per run or None for the profile's epochs, base lr)
-    "quick": {f"{images // 1000}k_lr{base:g}": (images, base) for images in (30000, 60000)
+ALL_TEST = ("data.test_subset=null",)
+DESIGNS = {  # round -> {design: (images per run or None for the profile's epochs, base lr, more overrides)}
+    "quick": {f"{images // 1000}k_lr{base:g}": (images, base, ()) for images in (30000, 60000)
               for base in (0.4, 0.8, 1.6)},
-    "full": {f"2ep_lr{base:g}": (None, base) for base in (0.2, 0.4, 0.8)},
+    # round 2 (README): no round-1 design was admissible; one epoch at the lowest lrs, R1 on all 10,000
+    # test images (2,000 leave the gap's estimate about a point of noise)
+    "quick2": {f"60k_lr{base:g}_test10k": (60000, base, ALL_TEST) for base in (0.2, 0.4)},
+    "full": {f"2ep_lr{base:g}": (None, base, ()) for base in (0.2, 0.4, 0.8)},
 }
+PROFILE = {"quick": "quick", "quick2": "quick", "full": "full"}  # the round's profile
 SET_HERE = {"optim.lr", "seed", "hydra.run.dir", "train.eval_every", "train.save_final", "train.steps"}
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 8
@@ -53,19 +61,21 @@ def planned_cells(profile: str) -> dict[str, list[str]]:
             for r in plan.plan_experiment(exp, planner)[0] if r.cell in CELLS and r.seed == 0}
 
 
-def design_overrides(cell: str, overrides: list[str], images: int | None, base_lr: float) -> list[str]:
+def design_overrides(cell: str, overrides: list[str], images: int | None, base_lr: float,
+                     more: tuple[str, ...] = ()) -> list[str]:
     n = per_device(cell)
     length = [f"train.steps={images // (DEVICES * n)}"] if images else []
-    return merge_overrides(overrides, [f"optim.lr={format_value(base_lr * n / 32)}", *length,
+    return merge_overrides(overrides, [f"optim.lr={format_value(base_lr * n / 32)}", *length, *more,
                                        "train.eval_every=0", "train.eval_train_images=10000", "seed=0"])
 
 
-def planned_runs(profile: str, out: Path) -> list[plan.PlannedRun]:
+def planned_runs(pilot_round: str, out: Path) -> list[plan.PlannedRun]:
+    profile = PROFILE[pilot_round]
     planner = plan.Planner(profile, out, jobs=2)
     runs = []
-    for design, (images, base_lr) in DESIGNS[profile].items():
+    for design, (images, base_lr, more) in DESIGNS[pilot_round].items():
         for cell, overrides in planned_cells(profile).items():
-            o = design_overrides(cell, overrides, images, base_lr)
+            o = design_overrides(cell, overrides, images, base_lr, more)
             cfg, chosen = planner.compose(o)
             runs.append(plan.PlannedRun(design, cell, 0, o, out / profile / design / cell, cfg, chosen))
     return runs
@@ -74,7 +84,7 @@ def planned_runs(profile: str, out: Path) -> list[plan.PlannedRun]:
 def pilot_table(runs: list[plan.PlannedRun], summaries: list[dict]) -> pd.DataFrame:
     rows = []
     for r, s in zip(runs, summaries, strict=True):
-        images, base_lr = DESIGNS_BY_NAME[r.experiment]
+        images, base_lr, _ = DESIGNS_BY_NAME[r.experiment]
         acc, clean_acc = s.get("test_acc"), s.get("train_clean_acc")
         rows.append({"design": r.experiment, "images_per_run": images, "base_lr": base_lr, "cell": r.cell,
                      "status": s.get("status"), "clean_train_loss": s.get("train_clean_loss"),
@@ -104,25 +114,29 @@ def judge(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def choose(judged: pd.DataFrame, profile: str) -> str:
+def choose(judged: pd.DataFrame, profile: str) -> str | None:
+    """The design by the rule; None where round 2 finds nothing admissible (round 1's choice stands)."""
     ok = judged[judged["admissible"]]
     if len(ok):
-        keys = (["images_per_run"] if profile == "quick" else []) + ["worst clean train loss"]
+        keys = (["images_per_run"] if profile.startswith("quick") else []) + ["worst clean train loss"]
         return ok.sort_values(keys).iloc[0]["design"]
+    if profile == "quick2":
+        return None
     return judged[judged["R1"]].sort_values("worst R2 ratio").iloc[0]["design"]
 
 
-def main(profile: str, out: Path) -> None:
-    runs = planned_runs(profile, out)
+def main(pilot_round: str, out: Path) -> None:
+    runs = planned_runs(pilot_round, out)
     summaries = execute(runs, jobs=2)
     table = pilot_table(runs, summaries)
-    result = ROOT / f"results/{profile}/wuhe2018/regime_pilot/pilot.csv"
+    name = "pilot" if pilot_round == PROFILE[pilot_round] else "round2"
+    result = ROOT / f"results/{PROFILE[pilot_round]}/wuhe2018/regime_pilot/{name}.csv"
     result.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(result, index=False)
     judged = judge(table)
-    judged.to_csv(result.with_name("designs.csv"), index=False)
+    judged.to_csv(result.with_name(f"{name}_designs.csv"), index=False)
     print(table.to_string(index=False), judged.to_string(index=False), sep="\n\n")
-    print(f"\nchosen ({profile}): {choose(judged, profile)}")
+    print(f"\nchosen ({pilot_round}): {choose(judged, pilot_round)}")
 
 
 if __name__ == "__main__":

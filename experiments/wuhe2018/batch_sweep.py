@@ -5,6 +5,7 @@ statistics of N images stray from the population's, per BN layer, beside the err
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -205,3 +206,26 @@ def batch_noise_table(ctx) -> pd.DataFrame:
     """The diagnostic per BN layer and N (each model at the N it trained at, seed mean)."""
     own = own_noise(ctx)
     return own if len(own) else pd.DataFrame([{"note": "no finished BN run with model.pt"}])
+
+
+BENCH = Path(__file__).resolve().parents[2] / "results" / "bench.md"
+FIGURES = {"images/s over BN's": re.compile(r"^images/s, (?P<norm>.+?) / BN, N = (?P<n>\d+) "),
+           "peak MiB of 3 steps": re.compile(r"^MiB, (?P<norm>.+?), N = (?P<n>\d+): ")}
+
+
+def norm_costs(ctx) -> pd.DataFrame:
+    """What each norm costs on this ResNet: the medians of ``normexp-bench --only norms`` (its CPU section in
+    results/bench.md, measured side by side in one run; the GPU's beside it in results/gpu/bench_gpu.md)."""
+    text = BENCH.read_text() if BENCH.exists() else ""
+    section = text.split("## norms", 1)[1].split("\n## ", 1)[0] if "## norms" in text else ""
+    rows: dict[str, dict] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        for column, pattern in FIGURES.items():
+            m = pattern.match(cells[0]) if len(cells) == 5 else None
+            if m:
+                rows.setdefault(m["norm"], {"norm": m["norm"]})[f"{column}, N = {m['n']}"] = float(cells[3])
+    if not rows:
+        return pd.DataFrame([{"note": "no norms section in results/bench.md: normexp-bench --only norms "
+                                      "--markdown results/bench.md"}])
+    return pd.DataFrame(list(rows.values()))

@@ -148,9 +148,10 @@ def test_wh2_order_and_gap():
 def test_wh3_in_highest_and_best_in_between():
     ok = {"ln_n32": [14, 14], "g2_n32": [12, 12], "gn_n32": [12.5, 12.5], "g8_n32": [13, 13],
           "in_n32": [16, 16]}
-    assert check("group_sweep", "check_wh3", ok).status == PASS  # best G=2 (12) < LN 14, < IN 16
+    # quick's G = 1, 4, C (g2 and g8 are not read there): G = 4 (12.5) < LN 14, < IN 16
+    assert check("group_sweep", "check_wh3", ok).status == PASS
     assert check("group_sweep", "check_wh3", ok | {"ln_n32": [11, 11]}).status == FAIL  # LN is lowest
-    assert check("group_sweep", "check_wh3", ok | {"g8_n32": [17, 17]}).status == FAIL  # IN not highest
+    assert check("group_sweep", "check_wh3", ok | {"gn_n32": [17, 17]}).status == FAIL  # IN not highest
 
 
 def percentile_curves(widths: dict[str, tuple[float, float]]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from normexp.bench import (
     NORM_DEPTH,
@@ -20,6 +21,7 @@ from normexp.bench import (
     section_markdown,
     write_markdown,
 )
+from normexp.data import fashion_mnist_available
 
 
 def test_writing_some_sections_keeps_the_others_in_section_order(tmp_path):
@@ -41,6 +43,8 @@ def _finite_positive(*values) -> bool:
     return all(math.isfinite(v) and v > 0 for v in values)
 
 
+@pytest.mark.skipif(not fashion_mnist_available(OmegaConf.create({"root": "data"})),
+                    reason="Fashion-MNIST is not installed (make test installs Debian's package as root)")
 def test_the_norms_and_augment_sections_at_a_tiny_size_give_well_formed_rows():
     """Depth 8, N = 2, two blocks of one step: the rows' shape and sense, not their values (no timing)."""
     cpu = torch.device("cpu")

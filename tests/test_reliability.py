@@ -217,13 +217,7 @@ def test_checkpoint_rng_states_are_plain_values_that_restore_every_generator():
 def test_a_checkpoint_inside_a_logging_window_resumes_that_window_exactly(tmp_path, monkeypatch):
     # log every 7 steps, checkpoint every 10: the checkpoint at step 10 holds 3 steps of an open window
     overrides = [*RESUMABLE, "train.log_every=7"]
-    train(tmp_path / "reference", overrides)
-    monkeypatch.setattr(TensorData, "batch", _failing_batch(TensorData.batch, at=12))
-    with pytest.raises(RuntimeError):
-        train(tmp_path / "resumed", overrides)
-    monkeypatch.undo()
-    assert train(tmp_path / "resumed", overrides)["status"] == "completed"
-    assert read_json(tmp_path / "resumed" / "meta.json")["resumed_from_step"] == 10
+    _reference_and_resumed(tmp_path, overrides, monkeypatch, fail_at=12)
     train_steps = [r["step"] for r in read_metrics(tmp_path / "resumed") if r["split"] == "train"]
     assert train_steps == [7, 14, 21, 28, 30]
     assert_same_run(tmp_path / "reference", tmp_path / "resumed")
@@ -232,13 +226,7 @@ def test_a_checkpoint_inside_a_logging_window_resumes_that_window_exactly(tmp_pa
 def test_a_run_with_random_crop_and_flip_resumes_bit_identically(tmp_path, monkeypatch, reference):
     # the crop offsets and flips of step i come from a generator seeded with (seed, i), not the global RNG
     overrides = [*RESUMABLE, "data.crop_padding=2", "data.flip=true"]
-    train(tmp_path / "reference", overrides)
-    monkeypatch.setattr(TensorData, "batch", _failing_batch(TensorData.batch, at=17))
-    with pytest.raises(RuntimeError):
-        train(tmp_path / "resumed", overrides)
-    monkeypatch.undo()
-    assert train(tmp_path / "resumed", overrides)["status"] == "completed"
-    assert read_json(tmp_path / "resumed" / "meta.json")["resumed_from_step"] == 10
+    _reference_and_resumed(tmp_path, overrides, monkeypatch, fail_at=17)
     assert_same_run(tmp_path / "reference", tmp_path / "resumed")
     plain, augmented = torch.load(reference / MODEL), torch.load(tmp_path / "reference" / MODEL)
     assert any(not torch.equal(plain[k], augmented[k]) for k in plain)  # the augmentation was on
@@ -266,6 +254,18 @@ def test_resuming_with_another_config_is_refused_and_resume_false_starts_over(tm
     assert train(tmp_path, [*RESUMABLE, "optim.lr=0.1", "train.resume=false"])["status"] == "completed"
     assert read_json(tmp_path / "meta.json")["resumed_from_step"] is None
     assert [r["step"] for r in read_metrics(tmp_path) if r["split"] == "test"] == [0, 10, 20, 30]
+
+
+def _reference_and_resumed(tmp_path, overrides: list[str], monkeypatch, fail_at: int) -> None:
+    """A run into reference/, and the same run into resumed/ that fails at step ``fail_at`` and resumes from
+    its checkpoint at step 10."""
+    train(tmp_path / "reference", overrides)
+    monkeypatch.setattr(TensorData, "batch", _failing_batch(TensorData.batch, at=fail_at))
+    with pytest.raises(RuntimeError):
+        train(tmp_path / "resumed", overrides)
+    monkeypatch.undo()
+    assert train(tmp_path / "resumed", overrides)["status"] == "completed"
+    assert read_json(tmp_path / "resumed" / "meta.json")["resumed_from_step"] == 10
 
 
 def _failing_batch(real_batch, at: int):

@@ -65,12 +65,12 @@ def main(argv=None) -> int:
     planner = Planner(args.profile, args.outputs, args.jobs, not args.dry_run, args.threads)
     if args.dry_run:
         return dry_run(experiments, planner)
+    code = {"code_version": code_version(), "uncommitted": uncommitted_code()}  # what the runs are made by
     plans, attempted = run_stages(experiments, planner, args)
     invocation = {"command": "normexp-reproduce " + " ".join(
                       ["--profile", args.profile] + (["--spec", str(args.spec)] if args.spec else [])
                       + (["--only", args.only] if args.only else [])),
-                  "code_version": code_version(), "uncommitted": uncommitted_code(),
-                  "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                  **code, "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                   "jobs": args.jobs, "host": os.uname().nodename, "wall_seconds": time.time() - started}
     status = 0
     for exp in experiments:

@@ -37,7 +37,7 @@ import torch
 from normexp.errors import ConfigError, choices
 from normexp.records import FINISHED, SUMMARY, read_json
 from normexp.reproduce.execute import execute
-from normexp.reproduce.plan import PlannedRun, Planner, start_over_stale
+from normexp.reproduce.plan import PlannedRun, Planner, move_aside_stale
 from normexp.reproduce.spec import merge_overrides
 
 LOSS_KEYS = ("train_loss", "test_loss")
@@ -303,7 +303,7 @@ class MapRun:
         while todo := self.lrmap.next_round(self.points_of):
             runs = [self.planned(c, lr, s) for c, lr in todo for s in self.lrmap.seeds]
             runs = [r for r in runs if r.stale or not r.finished]
-            start_over_stale(runs, lambda text: self.log(f"normexp-lrmap: {text}"))
+            move_aside_stale(runs, lambda text: self.log(f"normexp-lrmap: {text}"))
             self.log(f"normexp-lrmap: {len(runs)} runs ({len(todo)} cell-lr points)")
             summaries = execute(runs, self.jobs, log=self.log)
             self.ran += len(runs)

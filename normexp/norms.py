@@ -88,20 +88,27 @@ class NoNorm(Norm, nn.Identity):
         super().__init__()
 
 
+POPULATION_ESTIMATORS = ("ioffe", "precise")  # see recompute_running_stats
+
+
 @register("batch")
 class BatchNorm(Norm, nn.modules.batchnorm._BatchNorm):
     """Ioffe & Szegedy's transform. ``stats='ema'`` keeps PyTorch's moving averages for inference;
-    ``stats='population'`` recomputes them before each evaluation with the current weights, as the
-    paper's Alg. 2 does: mean of batch means and m/(m-1) times the mean of batch variances over
-    ``population_batches`` training batches (see ``recompute_population_stats``)."""
+    ``stats='population'`` recomputes them before each evaluation with the current weights over
+    ``population_batches`` training batches (see ``recompute_population_stats``), with
+    ``population_estimator`` ``ioffe`` (the paper's Alg. 2: mean of batch means and m/(m-1) times the mean
+    of batch variances) or ``precise`` (fvcore's PreciseBN, Wu & Johnson 2021: mean and variance of every
+    value of every batch)."""
 
     uses_batch_statistics = True
 
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
-                 stats: str = "ema", population_batches: int = 20):
+                 stats: str = "ema", population_batches: int = 20, population_estimator: str = "ioffe"):
         super().__init__(num_channels, eps=eps, momentum=momentum, affine=affine, track_running_stats=True)
         check_choice("norm.stats", stats, ("ema", "population"))
+        check_choice("norm.population_estimator", population_estimator, POPULATION_ESTIMATORS)
         self.stats, self.population_batches = stats, population_batches
+        self.population_estimator = population_estimator
 
     def _check_input_dim(self, x):
         if x.dim() < 2:
@@ -136,34 +143,136 @@ def population_batches(model: nn.Module) -> int:
 
 @torch.no_grad()
 def recompute_population_stats(model: nn.Module, batches) -> bool:
-    """Ioffe & Szegedy's inference statistics for every ``BatchNorm(stats='population')`` in ``model``:
-    reset, then accumulate a plain average (PyTorch's momentum=None) over ``batches`` in train mode.
-    RNG state is preserved (noisy layers draw during the pass). Returns whether anything was recomputed."""
+    """Population statistics for every ``BatchNorm(stats='population')`` in ``model`` over ``batches``,
+    with the layers' ``population_estimator`` (:func:`recompute_running_stats`). Returns whether anything
+    was recomputed."""
     layers = _population_layers(model)
     if not layers:
         return False
-    recompute_running_stats(model, batches, layers)
+    estimators = sorted({m.population_estimator for m in layers})
+    if len(estimators) > 1:
+        raise ConfigError("norm.population_estimator", estimators, "one model's layers share one estimator")
+    recompute_running_stats(model, batches, layers, estimators[0])
     return True
 
 
+def _kind(m: nn.Module) -> str:
+    return getattr(type(m), "registry_name", type(m).__name__)
+
+
+def _check_population_layers(layers: list[nn.Module], estimator: str) -> None:
+    """Refuse, before anything changes, an estimator or a layer whose statistics it cannot estimate."""
+    check_choice("norm.population_estimator", estimator, POPULATION_ESTIMATORS)
+    refused = (FrozenBatchNorm,) if estimator == "ioffe" else (FrozenBatchNorm, LpBatchNorm)
+    ok = [n for n, c in NORMS.items() if issubclass(c, BatchNorm) and not issubclass(c, refused)]
+    choose = f"it estimates the statistics of norm={', '.join(sorted(ok))} and of torch's BatchNorm"
+    for m in layers:
+        kind = _kind(m)
+        if isinstance(m, FrozenBatchNorm):
+            raise ConfigError("norm.population_estimator", estimator, f"norm={kind} never normalizes with "
+                              f"batch statistics: its running statistics are fixed, not estimated; {choose}")
+        if isinstance(m, LpBatchNorm) and estimator != "ioffe":
+            raise ConfigError("norm.population_estimator", estimator, f"norm={kind} keeps an lp scale, not a "
+                              "variance, in running_var: choose one of: ioffe")
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or m.running_mean is None:
+            raise ConfigError("norm.population_estimator", estimator,
+                              f"{kind} keeps no running statistics; {choose}")
+
+
+class _Pooled:
+    """Every value a layer sees, per channel: count, mean and sum of squared deviations from the mean
+    (float64, batches merged with Chan et al.'s pairwise update). A forward pre-hook."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def __call__(self, _module, inputs) -> None:
+        x = inputs[0].detach().double()
+        flat = x.transpose(0, 1).reshape(x.size(1), -1)
+        n, mean = flat.size(1), flat.mean(dim=1)
+        m2 = (flat - mean[:, None]).pow(2).sum(dim=1)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return
+        total, delta = self.n + n, mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta.pow(2) * (self.n * n / total)
+        self.n = total
+
+    def synced(self, layer: nn.Module) -> _Pooled:
+        """Pooled over every process of ``layer``'s group (a ``sync_batch`` layer in a multi-process run)."""
+        if not (isinstance(layer, (SyncBatchNorm, nn.SyncBatchNorm)) and dist.is_available()
+                and dist.is_initialized()):
+            return self
+        c = layer.num_features
+        mean = self.mean if self.mean is not None else torch.zeros(c, dtype=torch.float64)
+        m2 = self.m2 if self.m2 is not None else torch.zeros(c, dtype=torch.float64)
+        sums = torch.stack([torch.full_like(mean, float(self.n)), self.n * mean, m2 + self.n * mean.pow(2)])
+        sums = sums.to(layer.running_mean.device)
+        dist.all_reduce(sums, group=layer.process_group or dist.group.WORLD)
+        out = _Pooled()
+        out.n = int(round(float(sums[0, 0])))
+        if out.n:
+            out.mean = sums[1] / out.n
+            out.m2 = sums[2] - out.n * out.mean.pow(2)
+        return out
+
+
 @torch.no_grad()
-def recompute_running_stats(model: nn.Module, batches, layers: list[nn.Module]) -> None:
-    """Reset ``layers``' running statistics and accumulate a plain average (momentum=None) over ``batches``
-    in train mode; the model's mode, the layers' momenta and the RNG state are kept."""
+def recompute_running_stats(model: nn.Module, batches, layers: list[nn.Module], estimator: str = "ioffe"
+                            ) -> None:
+    """Population statistics of ``layers`` (BN layers of ``model``) in their running statistics, from one
+    pass of ``model`` in train mode over ``batches``: every layer sees what it sees in training (the layers
+    before it normalize each batch with its own statistics, so their new running statistics do not enter).
+
+    ``estimator``:
+
+    - ``ioffe`` (default; Ioffe & Szegedy's Alg. 2): running statistics reset, then PyTorch's plain average
+      (momentum=None) of what each layer's training step records: the mean of batch means and the mean of
+      m/(m-1) times the batch variances (m values per channel in a batch). ``ghost_batch`` and
+      ``batch_renorm`` with ``virtual_devices`` > 1 record per slice, so their slices of N / virtual_devices
+      are the batches; ``sync_batch`` in a multi-process run the global batch's; ``lp`` its batch lp scale
+      (plain average). ``num_batches_tracked`` ends at the number of batches.
+    - ``precise`` (fvcore's ``update_bn_stats``, Wu & Johnson 2021): the mean and the biased variance
+      E[x^2] - E[x]^2 of every value every layer sees in the pass, batches weighted by their size; the
+      variance includes the spread of the batch means. How a batch is sliced does not enter (``ghost_batch``,
+      ``batch_renorm``: the same values pooled); ``sync_batch`` pools every process's values. Refused for
+      ``lp`` (its running_var is no variance). ``num_batches_tracked`` grows by the number of batches, as
+      in fvcore. A layer the pass never reaches keeps its reset statistics (0, 1), as with ``ioffe``.
+
+    Both estimators run the same pass: the precise one only reads each layer's inputs and replaces its
+    statistics at the end. So ``batch_renorm``'s r and d (against the running statistics as they
+    accumulate in the pass) and ``batch_noisy``'s noise draws are the same under both. ``frozen_batch`` is
+    refused (its statistics are fixed, not estimated), as is a layer without running statistics.
+    The model's mode, the layers' momenta, the weights and the RNG state are kept."""
+    _check_population_layers(layers, estimator)
     momenta = [m.momentum for m in layers]
+    tracked = [m.num_batches_tracked.clone() for m in layers]
+    pooled = [_Pooled() for _ in layers] if estimator == "precise" else []
+    hooks = [m.register_forward_pre_hook(p) for m, p in zip(layers, pooled, strict=False)]
     was_training = model.training
     cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()
     devices = [torch.cuda.current_device()] if cuda_in_use else []
-    with torch.random.fork_rng(devices=devices):
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        for x in batches:
-            model(x)
-    for m, momentum in zip(layers, momenta, strict=True):
-        m.momentum = momentum
-    model.train(was_training)
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None
+            model.train()
+            for x in batches:
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    for m, p, before in zip(layers, pooled, tracked, strict=False):
+        p = p.synced(m)
+        if p.n:
+            m.running_mean.copy_(p.mean)
+            m.running_var.copy_(p.m2 / p.n)
+        m.num_batches_tracked.add_(before)
 
 
 class _GroupNormBase(Norm, nn.GroupNorm):

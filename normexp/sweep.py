@@ -1,18 +1,16 @@
 """Sweeps that resume: a job's folder is named by its config, and a finished job is not launched again.
 
-``hydra.sweep.subdir`` is ``${normexp_job_key:}``, a short hash of the job's resolved config (without the
-keys that do not change what is computed, ``RESUME_MAY_CHANGE``). Running a sweep command again into the
-same sweep dir (``hydra.sweep.dir=...``) therefore finds each job's earlier folder whatever its job number:
-adding a value to a swept key or reordering values reuses the finished runs. Hydra's basic sweeper with
-``SkipFinished`` around its launcher (hydra_plugins/normexp_sweeper) launches only the jobs whose folder
+``hydra.sweep.subdir`` is ``${normexp_job_key:}``, a short hash of the job's run identity (its resolved
+config without the keys that do not change what is computed: ``normexp.identity``). Running a sweep command
+again into the same sweep dir (``hydra.sweep.dir=...``) therefore finds each job's earlier folder whatever its
+job number: adding a value to a swept key or reordering values reuses the finished runs. Hydra's basic sweeper
+with ``SkipFinished`` around its launcher (hydra_plugins/normexp_sweeper) launches only the jobs whose folder
 holds no finished run; an unfinished one resumes from its checkpoint, a failed one starts over
 (``normexp.train.run``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -20,35 +18,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.errors import ConfigError
+from normexp.identity import identity_key
 from normexp.records import FINISHED, SUMMARY, read_json
 
 log = logging.getLogger(__name__)
 
-# Keys that may change when a run dir is resumed or reused: they do not change what is computed.
-RESUME_MAY_CHANGE = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
-                     "train.eval_train_images",
-                     "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
-                     "data.workers")
-
-
-def flat(node, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty dict stays as a key of its own)."""
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out = {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-    return out or {prefix: {}}
-
-
-def run_identity(cfg: DictConfig) -> dict:
-    """What identifies a run: its resolved config, flat, without Hydra's node and ``RESUME_MAY_CHANGE``."""
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return {k: v for k, v in flat(OmegaConf.to_container(task, resolve=True)).items()
-            if not k.startswith(RESUME_MAY_CHANGE)}
-
-
 def job_key(cfg: DictConfig) -> str:
-    text = json.dumps(sorted(run_identity(cfg).items()), default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """A job's folder: the hash of its run identity (``normexp.identity``)."""
+    return identity_key(cfg)
 
 
 if not OmegaConf.has_resolver("normexp_job_key"):
@@ -76,7 +53,7 @@ class SkipFinished:
             if summary.get("status") in FINISHED:
                 finished[i] = JobReturn(overrides=list(overrides), _return_value=summary.get("test_acc"),
                                         working_dir=str(run_dir), status=JobStatus.COMPLETED)
-            else:  # jobs that differ only in RESUME_MAY_CHANGE keys share a folder: the first one runs
+            else:  # jobs that differ only in RUNTIME_KEYS share a folder: the first one runs
                 same_as[i] = first_of_dir.setdefault(run_dir, i)
         todo = sorted(set(same_as.values()))
         if len(todo) < len(job_overrides):

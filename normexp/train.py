@@ -51,6 +51,7 @@ from normexp.config import (
 )
 from normexp.data import build_data
 from normexp.errors import ConfigError
+from normexp.identity import ABSENT, identity_changes
 from normexp.loggers import build_trackers
 from normexp.models import build_model
 from normexp.norms import NormSpec, population_batches, recompute_population_stats
@@ -58,7 +59,7 @@ from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunDirBusy, RunRecord
 from normexp.records import writing as writing_run_dir
-from normexp.sweep import RESUME_MAY_CHANGE, check_launcher, flat
+from normexp.sweep import check_launcher
 from normexp.workers import pinned_device, start_warm_workers_early
 
 
@@ -187,12 +188,12 @@ def check_same_run(cfg: DictConfig, record: RunRecord) -> None:
     """Continuing a run dir (or returning its finished summary) is right only for the config that made it."""
     if record.config_yaml is None:
         return
-    old = flat(OmegaConf.to_container(OmegaConf.create(record.config_yaml)))
-    new = flat(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True))))
-    for key in sorted(set(old) | set(new)):
-        if not key.startswith(RESUME_MAY_CHANGE) and old.get(key, "<absent>") != new.get(key, "<absent>"):
-            raise ConfigError(key.rstrip("."), new.get(key), f"{record.dir} holds a run with {old.get(key)!r}"
-                              " there; use another run dir, or train.resume=false to start over")
+    changes = identity_changes(record.config_yaml, cfg)  # keys of normexp.identity.RUNTIME_KEYS may change
+    if changes:
+        key, old, new = changes[0]
+        raise ConfigError(key, None if new == ABSENT else new, f"{record.dir} holds a run with "
+                          f"{None if old == ABSENT else old!r} there; use another run dir, or "
+                          "train.resume=false to start over")
 
 
 def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overrides: list | None = None

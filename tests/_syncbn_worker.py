@@ -38,3 +38,40 @@ def worker(rank: int, world: int, out_dir: str) -> None:
                     "bias_grad": layer.bias.grad}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def population_net():
+    """Two ``sync_batch`` layers in a conv net (fixed weights), for population statistics over processes."""
+    from torch import nn
+
+    from normexp.norms import create_norm
+
+    g = torch.Generator().manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), create_norm("sync_batch", 3), nn.ReLU(),
+                        nn.Conv2d(3, 4, 3, padding=1), create_norm("sync_batch", 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + 0.5)
+    return net
+
+
+def population_batches(world: int = 1, rank: int = 0) -> list[torch.Tensor]:
+    """Three global batches of 8 (shifted apart), or this rank's part of each."""
+    g = torch.Generator().manual_seed(4)
+    whole = [torch.randn(8, 2, 4, 4, generator=g) * 2 + k for k in range(3)]
+    n = 8 // world
+    return [x[rank * n:(rank + 1) * n] for x in whole]
+
+
+def population_worker(rank: int, world: int, out_dir: str) -> None:
+    from normexp.norms import recompute_running_stats
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=world)
+    try:
+        for estimator in ("ioffe", "precise"):
+            net = population_net()
+            recompute_running_stats(net, population_batches(world, rank), [net[1], net[4]], estimator)
+            torch.save(net.state_dict(), f"{out_dir}/population_{estimator}_rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

@@ -64,7 +64,7 @@ def test_torchrun_two_processes_write_one_run_that_matches_one_process_on_the_gl
     run_dir = run_dirs[0]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["world_size"] == 2
     assert [(r["step"], r["split"]) for r in read_metrics(run_dir)] == [
-        (5, "train"), (10, "train"), (15, "train"), (20, "train"), (20, "test")]
+        (5, "train"), (10, "train"), (15, "train"), (20, "train"), (20, "test"), (20, "train_clean")]
     assert out.stdout.count("normexp-train: completed") == 1
 
     one = run(compose([*BASE, "norm=batch"]), tmp_path / "one")

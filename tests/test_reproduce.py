@@ -89,17 +89,20 @@ def test_second_invocation_runs_nothing_and_an_interrupted_run_is_redone_alone(s
     record = json.loads((smoke.results / "smoke" / "ioffe2015" / "fig1_mnist" / "claims.json").read_text())
     assert record["runs_run"] == 0 and record["runs"] == {"planned": 2, "completed": 2}
     assert "this invocation ran 0 of the" in (smoke.results / "REPORT.md").read_text()
-    # interrupted: a run dir without its summary; stale: a run dir made from other overrides
+    # interrupted: a run dir without its summary; stale: a run dir whose recorded config computes another run
     interrupted = smoke.outputs / "smoke" / "ioffe2015" / "fig1_mnist" / "bn" / "seed0"
     (interrupted / "summary.json").unlink()
     stale = smoke.outputs / "smoke" / "ioffe2015" / "fig1_mnist" / "nobn" / "seed0"
-    meta = json.loads((stale / "meta.json").read_text())
-    meta["overrides"] = [*meta["overrides"], "optim.lr=0.5"]
-    (stale / "meta.json").write_text(json.dumps(meta))
+    recorded = yaml.safe_load((stale / "config.yaml").read_text())
+    recorded["optim"]["lr"] = 0.5
+    (stale / "config.yaml").write_text(yaml.safe_dump(recorded))
+    old_files = {p.name: p.read_bytes() for p in stale.iterdir() if p.is_file() and p.name != "run.lock"}
     assert reproduce.main(smoke_args(smoke.results, smoke.outputs, "--only", "IS-1")) == 0
     assert sorted(calls) == sorted([str(interrupted), str(stale)])
     assert json.loads((interrupted / "summary.json").read_text())["status"] == "completed"
-    assert "optim.lr=0.5" not in json.loads((stale / "meta.json").read_text())["overrides"]
+    assert yaml.safe_load((stale / "config.yaml").read_text())["optim"]["lr"] != 0.5
+    (aside,) = stale.parent.glob("seed0.changed-*")  # moved aside, not deleted
+    assert {p.name: p.read_bytes() for p in aside.iterdir() if p.name in old_files} == old_files
 
 
 @pytest.mark.slow

@@ -90,6 +90,7 @@ def test_a_bad_override_fails_the_same_way_in_a_shared_composition(job):
     (["norm.eps=0"], "norm.eps", "must be a number > 0"),
     (["norm.momentum=2"], "norm.momentum", "must be a number >= 0 and <= 1"),
     (["norm.affine=1"], "norm.affine", "choose one of: true, false"),
+    (["norm.population_estimator=pooled"], "norm.population_estimator", "choose one of: ioffe, precise"),
     (["optim=adam", "+optim.momentum=0.9"], "optim.momentum", "Adam takes: lr, betas"),
     (["optim.nesterov=true"], "optim.momentum", "Nesterov momentum requires a momentum"),
     (["optim._target_=torch.nn.Linear"], "optim._target_", "must name a torch.optim.Optimizer"),

@@ -85,7 +85,7 @@ def own_noise(ctx) -> pd.DataFrame:
 
 
 def population_errors(ctx) -> dict[int, float]:
-    """N -> seed-mean test error (%) of the BN runs at N with precise population statistics."""
+    """N -> seed-mean test error (%) of the BN runs at N with recomputed population statistics."""
     out = {}
     for n in sizes(ctx):
         errors = [_population_error(d) for d in _completed_dirs(ctx.runs, f"bn_n{n}")]

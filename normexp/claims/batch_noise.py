@@ -1,7 +1,7 @@
 """What Wu & He blame for BN's small-batch error: the noise of batch statistics. For each BN layer and each
 per-device batch N, the spread of the per-batch means and variances of the layer's input (positions count as
 batch, as BN computes them) around the population's, as a relative error; and a trained run's test error
-with precise population statistics in place of its running averages.
+with recomputed population statistics in place of its running averages.
 
 Both work on a finished run's ``model.pt`` (``train.save_final=true``), rebuilt from its ``config.yaml``.
 """
@@ -108,7 +108,8 @@ def with_population_stats(run_dir: str | Path, batches: int = 20):
     """A finished run's model (eval mode) and data, every BN layer's running statistics recomputed as the
     mean of batch means and m/(m-1) times the mean of batch variances over ``batches`` fixed training batches
     of the run's batch size (the batches of ``norm.stats=population``; ghost-batch layers take statistics per
-    slice, as in training). The weights stay as trained."""
+    slice, as in training): the ``ioffe`` estimator, unless the run set ``norm.population_estimator``
+    (:func:`normexp.norms.recompute_running_stats`). The weights stay as trained."""
     from normexp.norms import BatchNorm, recompute_population_stats
 
     model, data, _ = trained_run(run_dir)
@@ -121,8 +122,8 @@ def with_population_stats(run_dir: str | Path, batches: int = 20):
 
 
 def population_test_acc(run_dir: str | Path, batches: int = 20) -> float:
-    """Test accuracy of a finished BN run with precise population statistics (:func:`with_population_stats`)
-    in place of the moving averages it trained with."""
+    """Test accuracy of a finished BN run with recomputed population statistics
+    (:func:`with_population_stats`) in place of the moving averages it trained with."""
     from normexp.train import evaluate, make_loss
 
     model, data = with_population_stats(run_dir, batches)
@@ -131,7 +132,7 @@ def population_test_acc(run_dir: str | Path, batches: int = 20) -> float:
 
 def run_batch_noise(run_dir: str | Path, sizes: list[int], images: int = 2048, chunk: int = 256
                     ) -> pd.DataFrame:
-    """:func:`batch_stat_noise` of a finished run's model with precise population statistics
+    """:func:`batch_stat_noise` of a finished run's model with recomputed population statistics
     (:func:`with_population_stats`), on a fixed draw of ``images`` training images (fewer
     when the training set is smaller: a multiple of ``chunk``)."""
     model, data = with_population_stats(run_dir)

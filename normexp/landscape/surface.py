@@ -87,8 +87,10 @@ class SurfaceSpec:
 
 @torch.no_grad()
 def recompute_bn_statistics(model: torch.nn.Module, batches) -> None:
-    """Every BN layer's running statistics as the plain average over ``batches``."""
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    """Every BN layer's running statistics as the plain average over ``batches`` (the ``ioffe`` estimator);
+    ``frozen_batch`` layers, which never normalize with batch statistics, keep theirs."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and getattr(m, "uses_batch_statistics", True)]
     recompute_running_stats(model, batches, layers)
 
 

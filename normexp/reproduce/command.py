@@ -13,7 +13,7 @@ from normexp.errors import ConfigError, choices
 
 from .evaluate import CODE_FOLDERS, code_version, environment, uncommitted_code, write_experiment
 from .execute import execute
-from .plan import Context, Planner, plan_experiment, start_over_stale
+from .plan import Context, Planner, move_aside_stale, plan_experiment
 from .report import write_report
 from .spec import ROOT, discover, load_specs, select, suite_profiles
 from .tables import LazyRuns, run_table
@@ -65,12 +65,12 @@ def main(argv=None) -> int:
     planner = Planner(args.profile, args.outputs, args.jobs, not args.dry_run, args.threads)
     if args.dry_run:
         return dry_run(experiments, planner)
+    code = {"code_version": code_version(), "uncommitted": uncommitted_code()}  # what the runs are made by
     plans, attempted = run_stages(experiments, planner, args)
     invocation = {"command": "normexp-reproduce " + " ".join(
                       ["--profile", args.profile] + (["--spec", str(args.spec)] if args.spec else [])
                       + (["--only", args.only] if args.only else [])),
-                  "code_version": code_version(), "uncommitted": uncommitted_code(),
-                  "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                  **code, "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                   "jobs": args.jobs, "host": os.uname().nodename, "wall_seconds": time.time() - started}
     status = 0
     for exp in experiments:
@@ -103,7 +103,7 @@ def run_stages(experiments, planner: Planner, args) -> tuple[dict, set[Path]]:
         todo = list(unfinished.values())
         if not todo:
             return plans, attempted
-        start_over_stale(todo, lambda text: print(f"normexp-reproduce: {text}"))
+        move_aside_stale(todo, lambda text: print(f"normexp-reproduce: {text}"))
         print(f"normexp-reproduce: {len(todo)} runs to do ({args.profile}, {args.jobs} jobs)", flush=True)
         execute(todo, args.jobs, log=lambda s: print(s, flush=True))
         attempted |= {r.run_dir for r in todo}
@@ -117,7 +117,7 @@ def dry_run(experiments, planner: Planner) -> int:
         for n in planner.notices.get(exp.id, []):
             print(f"# notice: {n}")
         for r in runs:
-            print(("" if not r.finished else "# done: ") + r.command())
+            print(("# done: " if r.finished and not r.stale else "") + r.command())
         if waiting:
             print(f"# later stage not listed yet: {waiting}")
     return 0

@@ -3,9 +3,11 @@ and its run dir; stages that add cells once earlier runs are finished."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import shlex
-import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,11 +16,11 @@ from omegaconf import OmegaConf
 from normexp.claims import Pending, Runs
 from normexp.config import compose, total_steps, validate
 from normexp.errors import ConfigError
-from normexp.records import CONFIG, FINISHED, META, SUMMARY, read_json
+from normexp.identity import identity_changes
+from normexp.records import CONFIG, FINISHED, SUMMARY, RunDirBusy, read_json, writing
 
-from .spec import CellSpec, Experiment, merge_overrides, override_key
+from .spec import CellSpec, Experiment, merge_overrides
 
-RUNTIME_KEYS = ("train.threads", "train.progress", "train.resume")  # change speed or output, not results
 DATA_FALLBACKS = {"fashion_mnist": "mnist5k"}  # offline profiles only
 CADENCE_KEY = re.compile(r"^(train\.\w+_every|probes\.\w+\.every)$")
 
@@ -46,13 +48,20 @@ class PlannedRun:
         return self.status in FINISHED
 
     @property
+    def changes(self) -> list[tuple[str, object, object]]:
+        """``(key, recorded, planned)`` for each key on which the run dir's recorded ``config.yaml`` and the
+        planned config differ in what they compute (``normexp.identity``); empty without a recorded config.
+        Other override text (another order, another checkpoint cadence or thread count) is the same run."""
+        path = self.run_dir / CONFIG
+        if not path.exists():
+            return []
+        planned = self.cfg if self.cfg is not None else compose(self.overrides)
+        return identity_changes(path.read_text(), planned)
+
+    @property
     def stale(self) -> bool:
-        """The run dir was made from other overrides than planned (the spec changed since)."""
-        meta = read_json(self.run_dir / META)
-        if not meta:
-            return False
-        keep = lambda os_: [o for o in os_ if override_key(o) not in RUNTIME_KEYS]  # noqa: E731
-        return keep(meta.get("overrides") or []) != keep(self.overrides)
+        """The run dir holds another computation than planned (the spec changed since)."""
+        return bool(self.changes)
 
     def command(self) -> str:
         return " ".join(["normexp-train", *map(shlex.quote, self.overrides),
@@ -82,12 +91,42 @@ def cadence_fraction(override: str) -> float | None:
     return v if 0 < v < 1 else None
 
 
-def start_over_stale(runs: list[PlannedRun], log) -> None:
-    """Remove the run dirs made from other overrides than planned, so that they start over."""
+def aside_path(run_dir: Path) -> Path:
+    """A new, empty folder beside ``run_dir`` for a run dir whose computation changed:
+    ``seed0.changed-20250101-120000`` (``-2``, ``-3``, ... when taken), which sorts right after ``seed0``."""
+    base = run_dir.with_name(f"{run_dir.name}.changed-{time.strftime('%Y%m%d-%H%M%S')}")
+    for n in itertools.count(1):
+        target = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            target.mkdir()  # exclusive: no other mover gets this name
+            return target
+        except FileExistsError:
+            continue
+    raise AssertionError  # unreachable
+
+
+def move_aside_stale(runs: list[PlannedRun], log) -> dict[Path, Path]:
+    """Move each run dir whose computation differs from the planned run's aside (never delete one), so that
+    the run starts afresh; a run dir that another live process writes is left where it is (that run is
+    then skipped). Returns {run dir: where it went}."""
+    moved = {}
     for r in runs:
-        if r.stale:
-            log(f"{r.run_dir} was made from other overrides; starting it over")
-            shutil.rmtree(r.run_dir)
+        changes = r.changes
+        if not changes:
+            continue
+        key, old, new = changes[0]
+        more = f" and {len(changes) - 1} more key(s)" if len(changes) > 1 else ""
+        holds = f"{r.run_dir} holds a run with {key}={old!r} (planned {new!r}){more}"
+        try:
+            with writing(r.run_dir):
+                target = aside_path(r.run_dir)
+                os.replace(r.run_dir, target)  # onto the empty folder aside_path made
+        except RunDirBusy as busy:
+            log(f"{holds}, but {busy}: left as it is")
+            continue
+        moved[r.run_dir] = target
+        log(f"{holds}: moved it to {target}; running it again")
+    return moved
 
 
 class Planner:

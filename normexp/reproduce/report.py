@@ -27,12 +27,40 @@ def write_report(results: Path) -> Path:
              f"Each claim's setup, measurement and pass rule are in [{doc}]({doc}); each experiment's README "
              "says what the papers left unstated and what was chosen.", "",
              f"**Verdict rule.** {RULE}", ""]
+    lines += findings_table(by_profile, order, doc)
     for profile in order:
         lines += profile_section(profile, by_profile[profile], doc)
     path = results / "REPORT.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def findings_table(by_profile: dict[str, list[dict]], order: list[str], doc: str) -> list[str]:
+    """Every claim's verdict at each profile side by side (the details are in the profile sections)."""
+    profiles = [p for p in order if not _not_evidence(by_profile[p])]
+    verdicts: dict[str, dict[str, str]] = {}
+    for profile in profiles:
+        for r in by_profile[profile]:
+            for c in r["claims"]:
+                gated = (c.get("regime") or {}).get("gated")
+                regime = "; " + c["regime"]["text"].split(":")[0] if gated else ""
+                mark = VERDICT_MARK.get(c["status"], c["status"])
+                verdicts.setdefault(c["id"], {})[profile] = mark + regime
+    if not verdicts:
+        return []
+    lines = ["## Findings", "", "Each claim's verdict per profile (numbers, the regime measures and figures: "
+             "the profile sections below).", "", "| claim | " + " | ".join(profiles) + " |",
+             "| --- |" + " --- |" * len(profiles)]
+    for claim, by in sorted(verdicts.items(), key=lambda item: _claim_order(item[0])):
+        cells = " | ".join(by.get(p, "") for p in profiles)
+        lines.append(f"| [{claim}]({doc}#{claim.lower()}) | {cells} |")
+    return lines + [""]
+
+
+def _claim_order(claim_id: str) -> tuple:
+    prefix, _, number = claim_id.partition("-")
+    return (prefix, int(number) if number.isdigit() else 0, number)
 
 
 def _not_evidence(records: list[dict]) -> bool:

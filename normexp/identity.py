@@ -1,0 +1,69 @@
+"""One run identity: what a run computes, read from its resolved config.
+
+Two configs make the same run when they agree on every key but ``RUNTIME_KEYS``, the keys that change how a
+run goes (speed, threads, checkpoint cadence, progress bars, where data is read from, trackers, resuming) and
+not the numbers it computes. Everything that decides whether a run dir holds "this run" uses
+:func:`run_identity`: resuming a run dir or returning its finished summary (``normexp.train.check_same_run``),
+a sweep job's folder name (``normexp.sweep.job_key``, :func:`identity_key`) and the reproduction planner's
+check of an existing run dir against the planned run (``normexp.reproduce.plan.PlannedRun.stale``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+# Keys that may change when a run dir is resumed or reused: they do not change what is computed.
+# ``train.eval_train_images`` only sets how many training images the clean training-set evaluation reads.
+RUNTIME_KEYS = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
+                "train.eval_train_images",
+                "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
+                "data.workers")
+
+
+def flat(node, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b.": 1}`` (each key ends with a dot; an empty dict stays as a key of its
+    own)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    return out or {prefix: {}}
+
+
+def is_runtime_key(key: str) -> bool:
+    """Whether a dotted key (``train.threads``, or :func:`flat`'s ``train.threads.``) is one of
+    ``RUNTIME_KEYS`` or below one."""
+    key = key.rstrip(".") + "."
+    return any(key.startswith(k + ".") for k in RUNTIME_KEYS)
+
+
+def run_identity(cfg) -> dict:
+    """What identifies a run: its resolved config, flat (:func:`flat`), without Hydra's node and
+    ``RUNTIME_KEYS``. ``cfg`` is a config (resolved here), a plain dict, or the YAML text of a run dir's
+    ``config.yaml``."""
+    if isinstance(cfg, str):  # written resolved: read as it is
+        cfg = OmegaConf.to_container(OmegaConf.create(cfg))
+    elif isinstance(cfg, DictConfig):  # Hydra's node is not resolved (a sweep's subdir is this key)
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        cfg = OmegaConf.to_container(task, resolve=True)
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    return {k: v for k, v in flat(cfg).items() if not is_runtime_key(k)}
+
+
+def identity_key(cfg) -> str:
+    """A short hash of :func:`run_identity`: a sweep job's folder name."""
+    text = json.dumps(sorted(run_identity(cfg).items()), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+ABSENT = "<absent>"
+
+
+def identity_changes(old, new) -> list[tuple[str, object, object]]:
+    """``(key, old value, new value)`` for every key (without flat's trailing dot) on which two runs'
+    identities differ, in key order; ``ABSENT`` stands for a key one of them lacks. Empty: the same run."""
+    a, b = run_identity(old), run_identity(new)
+    return [(k.rstrip("."), a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b))
+            if a.get(k, ABSENT) != b.get(k, ABSENT)]

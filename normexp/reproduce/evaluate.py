@@ -84,7 +84,9 @@ def _git(*args: str) -> str:
 
 
 def code_version() -> str:
-    return _git("describe", "--always", "--dirty", "--abbrev=10") or "unknown"
+    """The commit, with ``-dirty`` when a file that computes results differs from it (a README does not)."""
+    commit = _git("describe", "--always", "--abbrev=10") or "unknown"
+    return commit + ("-dirty" if uncommitted_code() else "")
 
 
 CODE_FOLDERS = ("normexp", "experiments", "configs")  # what computes a result

@@ -9,6 +9,7 @@ PROFILE ?= quick
 .PHONY: test reproduce setup data lint clean-outputs
 
 test: setup
+	$(BIN)/ruff check normexp tests scripts experiments
 	$(BIN)/python -m pytest -q
 
 reproduce: setup

@@ -11,6 +11,9 @@
 - sweep: runs per second of a small-batch sweep with ``launcher=parallel`` over ``launcher=basic``
   (both through the real command line, start-up included), and over ``launcher=basic train.threads=1``.
 - options: ``train.channels_last`` and ``train.compile``: step time without the option over with it.
+- wholerun: the same options judged as the suite pays for them: a whole ``normexp-train`` run's wall time
+  without the option over with it (start-up and compiling included), at the quick suite's run lengths of
+  each conv net and batch size, the two runs side by side on the two cores.
 - fold: eval-mode inference with BN folded into the conv before it (SD-3), over the unfolded net.
 - suite: wall time of ``normexp-reproduce --profile quick`` per experiment (fresh output folders).
 - landscape: loss-surface points per second over bare forward passes of the same model on the same 1,000
@@ -491,6 +494,52 @@ def bench_suite() -> list[tuple]:
     return [*rows, ("quick reproduction suite, whole wall time (minutes)", "<= 20", total, total, total)]
 
 
+# the quick suite's conv-net runs at their own lengths (the specs' quick profiles): label -> overrides
+WHOLE_RUN_CASES = {
+    "Ioffe lr tolerance: vgg_small, BN, batch 60, 1000 steps": [
+        "model=vgg_small", "model.init=glorot", "data=fashion_mnist", "norm=batch", "data.batch_size=60",
+        "train.steps=1000", "train.eval_every=50", "data.test_subset=2000"],
+    "Santurkar: vgg_small, BN, batch 128, 300 steps": [
+        "model=vgg_small", "model.init=glorot", "data=fashion_mnist", "norm=batch", "data.batch_size=128",
+        "train.steps=300", "train.eval_every=30", "data.test_subset=2000"],
+    "Wu & He: resnet_cifar depth 8, ghost BN, N = 32 (batch 256), 234 steps": [
+        *WUHE_RESNET, "model.depth=8", "norm=ghost_batch", f"norm.virtual_devices={WUHE_DEVICES}",
+        "data.batch_size=256", "optim.lr=0.4", "train.steps=234", "train.eval_every=117"],
+    "Wu & He: resnet_cifar depth 8, ghost BN, N = 2 (batch 16), 940 of its 3750 steps": [
+        *WUHE_RESNET, "model.depth=8", "norm=ghost_batch", f"norm.virtual_devices={WUHE_DEVICES}",
+        "data.batch_size=16", "optim.lr=0.025", "train.steps=940", "train.eval_every=470"],
+}
+WHOLE_RUN_OPTIONS = ("train.channels_last=true", "train.compile=true")
+
+
+def whole_run_seconds(overrides: list[str], folder: Path) -> float:
+    """Wall seconds of one ``normexp-train`` process (start-up, compiling and evaluations included)."""
+    start = time.perf_counter()
+    subprocess.run([str(BIN / "normexp-train"), *overrides, "device=cpu", "train.progress=false",
+                    "train.threads=1", f"hydra.run.dir={folder}"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def bench_whole_runs(repeats: int) -> list[tuple]:
+    """Each option over the default, by whole-run wall time at the quick suite's run lengths: the run
+    without the option and the run with it start together, one thread each on the two cores (as the
+    suite's two jobs do), so the machine's noise falls on both; above 1: the option pays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
+        for label, overrides in WHOLE_RUN_CASES.items():
+            for option in WHOLE_RUN_OPTIONS:
+                speedups = []
+                for r in range(repeats):
+                    tag = f"{len(rows)}-{r}"
+                    off = pool.submit(whole_run_seconds, overrides, Path(tmp, f"off{tag}"))
+                    on = pool.submit(whole_run_seconds, [*overrides, option], Path(tmp, f"on{tag}"))
+                    speedups.append(off.result() / on.result())
+                rows.append((f"{option} speed-up of a whole run, {label}", "", *spread(speedups)))
+    return rows
+
+
 # ---------------------------------------------------------------- norms and augmentation on Wu & He's ResNet
 
 def wuhe_cell(norm: list[str], n: int, depth: int, threads: int, extra: tuple[str, ...] = ()) -> list[str]:
@@ -670,6 +719,7 @@ SECTIONS = {
     "landscape": lambda a: bench_landscape(a.repeats),
     "norms": lambda a: bench_norms(a.repeats, a.device, a.threads),
     "augment": lambda a: bench_augment(a.repeats, a.device, a.threads),
+    "wholerun": lambda a: bench_whole_runs(max(1, a.repeats // 2)),
 }
 
 

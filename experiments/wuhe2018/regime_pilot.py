@@ -17,6 +17,11 @@ most 1.25x the smaller (R2 between the ends of the sweep). The rule, per profile
   regime, and its regime-gated verdicts say so).
 - quick2, a second round written after round 1 found no admissible quick design and before it ran: the same
   rule over its designs; if none is admissible, round 1's choice stands.
+- quick3, a third round written after the quick suite's second seed put round 2's choice outside R2 (GN at
+  N = 32, seed 1) and before it ran: one epoch with a linear lr warm-up over the first 5% of each run's
+  steps (Goyal et al.'s large-batch recipe, cosine after it), base lr 0.4 or 0.8, seeds 0 and 1; a design is
+  admissible when it is admissible at each seed; the same rule over the admissible ones; if none is
+  admissible, round 2's choice stands.
 
 No test error enters the choice except through R1's gap. Writes
 ``results/<profile>/wuhe2018/regime_pilot/pilot.csv`` (round 2: ``round2.csv``; one row per design and cell),
@@ -41,9 +46,14 @@ DESIGNS = {  # round -> {design: (images per run or None for the profile's epoch
     # round 2 (README): no round-1 design was admissible; one epoch at the lowest lrs, R1 on all 10,000
     # test images (2,000 leave the gap's estimate about a point of noise)
     "quick2": {f"60k_lr{base:g}_test10k": (60000, base, ALL_TEST) for base in (0.2, 0.4)},
+    # round 3 (README): a 5% linear warm-up, two seeds (round 2's choice left R2 at the suite's seed 1)
+    "quick3": {f"60k_lr{base:g}_warmup5": (60000, base, ALL_TEST) for base in (0.4, 0.8)},
     "full": {f"2ep_lr{base:g}": (None, base, ()) for base in (0.2, 0.4, 0.8)},
 }
-PROFILE = {"quick": "quick", "quick2": "quick", "full": "full"}  # the round's profile
+WARMUP = {"quick3": 0.05}  # the round's warm-up, a fraction of each run's steps
+SEEDS = {"quick3": (0, 1)}  # the round's seeds (others: seed 0)
+PROFILE = {"quick": "quick", "quick2": "quick", "quick3": "quick", "full": "full"}  # the round's profile
+RESULT_NAME = {"quick": "pilot", "quick2": "round2", "quick3": "round3", "full": "pilot"}
 SET_HERE = {"optim.lr", "seed", "hydra.run.dir", "train.eval_every", "train.save_final", "train.steps"}
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 8
@@ -62,22 +72,27 @@ def planned_cells(profile: str) -> dict[str, list[str]]:
 
 
 def design_overrides(cell: str, overrides: list[str], images: int | None, base_lr: float,
-                     more: tuple[str, ...] = ()) -> list[str]:
+                     more: tuple[str, ...] = (), warmup: float = 0.0, seed: int = 0) -> list[str]:
     n = per_device(cell)
-    length = [f"train.steps={images // (DEVICES * n)}"] if images else []
-    return merge_overrides(overrides, [f"optim.lr={format_value(base_lr * n / 32)}", *length, *more,
-                                       "train.eval_every=0", "train.eval_train_images=10000", "seed=0"])
+    steps = images // (DEVICES * n) if images else None
+    length = [f"train.steps={steps}"] if steps else []
+    warm = [f"schedule.warmup_steps={int(warmup * steps)}"] if warmup and steps else []
+    return merge_overrides(overrides, [f"optim.lr={format_value(base_lr * n / 32)}", *length, *warm, *more,
+                                       "train.eval_every=0", "train.eval_train_images=10000", f"seed={seed}"])
 
 
 def planned_runs(pilot_round: str, out: Path) -> list[plan.PlannedRun]:
     profile = PROFILE[pilot_round]
     planner = plan.Planner(profile, out, jobs=2)
     runs = []
+    warmup = WARMUP.get(pilot_round, 0.0)
     for design, (images, base_lr, more) in DESIGNS[pilot_round].items():
-        for cell, overrides in planned_cells(profile).items():
-            o = design_overrides(cell, overrides, images, base_lr, more)
-            cfg, chosen = planner.compose(o)
-            runs.append(plan.PlannedRun(design, cell, 0, o, out / profile / design / cell, cfg, chosen))
+        for seed in SEEDS.get(pilot_round, (0,)):
+            for cell, overrides in planned_cells(profile).items():
+                o = design_overrides(cell, overrides, images, base_lr, more, warmup, seed)
+                cfg, chosen = planner.compose(o)
+                folder = out / profile / design / (cell if seed == 0 else f"{cell}_seed{seed}")
+                runs.append(plan.PlannedRun(design, cell, seed, o, folder, cfg, chosen))
     return runs
 
 
@@ -87,6 +102,7 @@ def pilot_table(runs: list[plan.PlannedRun], summaries: list[dict]) -> pd.DataFr
         images, base_lr, _ = DESIGNS_BY_NAME[r.experiment]
         acc, clean_acc = s.get("test_acc"), s.get("train_clean_acc")
         rows.append({"design": r.experiment, "images_per_run": images, "base_lr": base_lr, "cell": r.cell,
+                     "seed": r.seed,
                      "status": s.get("status"), "clean_train_loss": s.get("train_clean_loss"),
                      "clean_train_acc": clean_acc, "gap_points": None if acc is None or clean_acc is None
                      else round(100 * (clean_acc - acc), 3), "seconds": round(s.get("wall_seconds") or 0, 1)})
@@ -97,14 +113,16 @@ DESIGNS_BY_NAME = {name: d for designs in DESIGNS.values() for name, d in design
 
 
 def judge(table: pd.DataFrame) -> pd.DataFrame:
-    """Per design: R1, the worst R2 ratio (per norm, the larger loss over the smaller), the worst clean
-    training loss, the cost, and whether it is admissible."""
+    """Per design: R1, the worst R2 ratio (per norm and seed, the larger loss over the smaller), the worst
+    clean training loss, the cost, and whether it is admissible (at every seed)."""
     out = []
+    if "seed" not in table:
+        table = table.assign(seed=0)
     for design, rows in table.groupby("design", sort=False):
-        loss = rows.set_index("cell")["clean_train_loss"].astype(float)
+        loss = rows.set_index(["seed", "cell"])["clean_train_loss"].astype(float)
         trained = (rows["status"] == "completed").all() and loss.notna().all()
-        ratios = [max(loss[f"{n}_n32"], loss[f"{n}_n2"]) / min(loss[f"{n}_n32"], loss[f"{n}_n2"])
-                  for n in ("bn", "gn")] if trained else [float("inf")]
+        ratios = [max(loss[s, f"{n}_n32"], loss[s, f"{n}_n2"]) / min(loss[s, f"{n}_n32"], loss[s, f"{n}_n2"])
+                  for n in ("bn", "gn") for s in rows["seed"].unique()] if trained else [float("inf")]
         r1 = trained and bool((rows["gap_points"] <= R1_MAX_GAP).all())
         out.append({"design": design, "R1": r1, "worst R2 ratio": round(max(ratios), 3),
                     "worst clean train loss": round(loss.max(), 4) if trained else None,
@@ -115,12 +133,13 @@ def judge(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose(judged: pd.DataFrame, profile: str) -> str | None:
-    """The design by the rule; None where round 2 finds nothing admissible (round 1's choice stands)."""
+    """The design by the rule; None where round 2 (3) finds nothing admissible (round 1's (2's) choice
+    stands)."""
     ok = judged[judged["admissible"]]
     if len(ok):
         keys = (["images_per_run"] if profile.startswith("quick") else []) + ["worst clean train loss"]
         return ok.sort_values(keys).iloc[0]["design"]
-    if profile == "quick2":
+    if profile in ("quick2", "quick3"):
         return None
     return judged[judged["R1"]].sort_values("worst R2 ratio").iloc[0]["design"]
 
@@ -129,7 +148,7 @@ def main(pilot_round: str, out: Path) -> None:
     runs = planned_runs(pilot_round, out)
     summaries = execute(runs, jobs=2)
     table = pilot_table(runs, summaries)
-    name = "pilot" if pilot_round == PROFILE[pilot_round] else "round2"
+    name = RESULT_NAME[pilot_round]
     result = ROOT / f"results/{PROFILE[pilot_round]}/wuhe2018/regime_pilot/{name}.csv"
     result.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(result, index=False)

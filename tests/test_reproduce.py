@@ -368,3 +368,22 @@ def test_cadence_fraction_with_epochs_counts_the_data_set(tmp_path):
     planner = plan.Planner("quick", tmp_path, jobs=1)
     (run, _) = planner.runs(spec.load_specs(folder)[0], [spec.CellSpec("c", ())])
     assert run.steps == 2 * 4000 // 100 and run.cfg.train.eval_every == 8  # mnist5k: 4,000 training digits
+
+
+def test_a_folder_inherits_a_sibling_folders_defaults(tmp_path):
+    """``inherit: <sibling>``: the sibling's base, params and profiles come first, the folder's own keys
+    after them; a missing sibling is a one-line error."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "defaults.yaml").write_text(
+        "base: [model=mlp, data=mnist5k]\nparams: {lr: 0.1, n: 3}\n"
+        "profiles:\n  quick: {seeds: [5], train.steps: 40}\n")
+    (tmp_path / "b" / "defaults.yaml").write_text("inherit: a\nbase: [norm=none]\nparams: {n: 4}\n")
+    (tmp_path / "b" / "e.yaml").write_text("title: t\ncells: [{name: c, overrides: []}]\nclaims: {}\n")
+    exp = spec.load_specs(tmp_path / "b")[0]
+    assert exp.spec["base"] == ["model=mlp", "data=mnist5k", "norm=none"]
+    assert exp.params == {"lr": 0.1, "n": 4} and exp.seeds("quick") == [5]
+    assert exp.profile("quick")["train.steps"] == 40
+    (tmp_path / "b" / "defaults.yaml").write_text("inherit: nowhere\n")
+    with pytest.raises(ConfigError, match=r"inherit='nowhere'.*sibling folder"):
+        spec.load_specs(tmp_path / "b")

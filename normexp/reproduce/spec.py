@@ -48,6 +48,20 @@ def _check_keys(data: dict, allowed: set[str], where: str) -> None:
         raise ConfigError(f"{where}: {unknown[0]}", data[unknown[0]], "not a key here; " + choices(allowed))
 
 
+def folder_layers(folder: Path) -> list[dict]:
+    """A folder's ``defaults.yaml`` as layers: the folder it names under ``inherit`` (a sibling paper
+    folder whose cells this one shares: the same base and params), then its own keys."""
+    path = folder / FOLDER_DEFAULTS
+    layer = _read_yaml(path, str(path)) if path.exists() else {}
+    _check_keys(layer, LAYER_KEYS | {"inherit"}, str(path))
+    parent = layer.pop("inherit", None)
+    if parent is None:
+        return [layer]
+    if not (folder.parent / str(parent) / FOLDER_DEFAULTS).exists():
+        raise ConfigError(f"{path}: inherit", parent, "the name of a sibling folder with a defaults.yaml")
+    return [*folder_layers(folder.parent / str(parent)), layer]
+
+
 def merge_layers(*layers: dict) -> dict:
     """``base`` lists concatenate, ``params`` and each profile's entry merge key by key (later wins)."""
     merged: dict = {"base": [], "profiles": {}, "params": {}}
@@ -143,11 +157,8 @@ class Experiment:
         if not isinstance(spec["claims"], dict):
             raise ConfigError(f"{exp_id}: claims", spec["claims"],
                               "a mapping of claim ids ({} for an experiment of figures and tables only)")
-        folder_defaults = path.parent / FOLDER_DEFAULTS
-        folder = _read_yaml(folder_defaults, str(folder_defaults)) if folder_defaults.exists() else {}
-        _check_keys(folder, LAYER_KEYS, str(folder_defaults))
         suite = _read_yaml(SUITE_DEFAULTS, "experiments/defaults.yaml")
-        layers = merge_layers(suite, folder, spec)
+        layers = merge_layers(suite, *folder_layers(path.parent), spec)
         known = suite.get("profiles") or {}
         for name, entry in layers["profiles"].items():
             if name not in known:

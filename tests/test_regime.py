@@ -82,6 +82,16 @@ def test_r2_compares_each_cell_with_its_groups_lowest_loss():
     assert "R2 largest loss ratio 1.26 (bn_n32)" in regime.describe()
 
 
+def test_the_regime_line_speaks_of_the_cells_the_claim_uses():
+    """A claim on N = 2 only: the line names N = 2's gap and ratio, not those of the other cells R2 reads
+    (GN at N = 32, far less trained and with a wider gap, is in the group but not in the claim)."""
+    r = runs({"gn_n32": (0.90, 0.150, 0.86), "gn_n2": (0.90, 0.100, 0.89), "bn_n2": (0.90, 0.100, 0.885)})
+    regime = check_regime(r, ["gn_n2", "bn_n2"], [["gn_n32", "gn_n2"]])
+    assert regime.inside and regime.ratios["gn_n32"] == pytest.approx(1.5)
+    assert regime.describe() == ("inside the paper's regime: R1 largest gap +1.50 points (bn_n2), "
+                                 "R2 largest loss ratio 1.00 (gn_n2)")
+
+
 def test_gate_keeps_the_numbers_and_makes_a_claim_outside_the_regime_inconclusive():
     v = Verdict("X-1", PASS, "a beats b", {"a": 1.0}, ["[pass] a > b"])
     outside = gate(v, check_regime(runs({"a": (1.0, 0.0, 0.5)}), ["a"]))

@@ -31,12 +31,14 @@ NORMS = {  # cell prefix -> the overrides of that normalization
 LABELS = {"bn": "BN", "gn": "GN", "ln": "LN", "in": "IN", "brn": "BRN", "bn_plain": "BN, D = 1"}
 
 
-def cell(ctx, norm: str, n: int, extra: tuple[str, ...] = (), name: str | None = None) -> dict:
-    """One ResNet cell at N images per (virtual) device: the optimizer batch is D x N (D = 1 for plain BN)
-    and the lr is ``base_lr`` x (D x N) / (devices x 32): base_lr x N / 32 at D = devices (the paper's rule),
-    the same lr per image of the optimizer batch at D = 1."""
+def cell(ctx, norm: str, n: int, extra: tuple[str, ...] = (), name: str | None = None,
+         devices: int | None = None) -> dict:
+    """One ResNet cell at N images per (virtual) device: the optimizer batch is D x N (D = 1 for plain BN;
+    ``devices``, default ``params.devices``) and the lr is ``base_lr`` x (D x N) / (params.devices x 32):
+    base_lr x N / 32 at D = params.devices (the paper's rule), the same lr per image of the optimizer batch
+    at any other D."""
     p = ctx.params
-    devices = 1 if norm == "bn_plain" else int(p["devices"])
+    devices = 1 if norm == "bn_plain" else int(devices or p["devices"])
     lr = float(p["base_lr"][ctx.profile]) * devices * n / (int(p["devices"]) * 32)
     per_slice = [f"norm.virtual_devices={devices}"] if norm in ("bn", "brn") else []
     if norm == "gn" and not any(o.startswith("norm.groups=") for o in extra):

@@ -83,7 +83,8 @@ def _round(x: float, digits: int) -> float | None:
 class Regime:
     """The regime of one claim: the cells it uses, the groups R2 compares, and what broke."""
 
-    cells: dict[str, CellRegime]
+    cells: dict[str, CellRegime]  # the cells the claim uses and those R2 compares them with
+    used: list[str] = field(default_factory=list)  # the cells the claim uses (describe() speaks of these)
     ratios: dict[str, float] = field(default_factory=dict)  # cell -> loss over its group's lowest
     broken: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
@@ -93,15 +94,17 @@ class Regime:
         return not self.broken and not self.unmeasured
 
     def describe(self) -> str:
-        measured = [c for c in self.cells.values() if c.measured]
+        used = self.used or list(self.cells)
+        measured = [self.cells[n] for n in used if self.cells[n].measured]
         if not measured:
             return "regime not measured (no clean training-set evaluation in these runs)"
         widest = max(measured, key=lambda c: c.gap if math.isfinite(c.gap) else -math.inf)
         parts = [f"R1 largest gap {widest.gap:+.2f} points ({widest.cell})" if math.isfinite(widest.gap)
                  else "R1 not measured (no accuracy)"]
-        if self.ratios:
-            worst = max(self.ratios, key=self.ratios.get)
-            parts.append(f"R2 largest loss ratio {self.ratios[worst]:.2f} ({worst})")
+        ratios = {n: r for n, r in self.ratios.items() if n in used}
+        if ratios:
+            worst = max(ratios, key=ratios.get)
+            parts.append(f"R2 largest loss ratio {ratios[worst]:.2f} ({worst})")
         state = "inside the paper's regime" if self.inside else "outside the paper's regime"
         return f"{state}: " + ", ".join(parts)
 
@@ -123,7 +126,7 @@ def check_regime(runs: Runs, used: list[str], groups: list[list[str]] = ()) -> R
     cells of one norm across N; a group's lowest loss is over its cells that have a measure)."""
     names = list(dict.fromkeys([*used, *(c for g in groups for c in g)]))
     cells = {name: cell_regime(runs, name) for name in names}
-    regime = Regime(cells)
+    regime = Regime(cells, list(dict.fromkeys(used)))
     for name in used:
         c = cells[name]
         if not c.measured:

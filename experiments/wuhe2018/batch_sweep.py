@@ -208,6 +208,22 @@ def batch_noise_table(ctx) -> pd.DataFrame:
     return own if len(own) else pd.DataFrame([{"note": "no finished BN run with model.pt"}])
 
 
+PILOT = Path(__file__).resolve().parents[2] / "results" / "{profile}" / "wuhe2018" / "regime_pilot"
+PILOT_ROUNDS = {"pilot": "round 1", "round2": "round 2", "round3": "round 3"}
+
+
+def regime_pilot(ctx) -> pd.DataFrame:
+    """The regime pilot's rule measures per design (``regime_pilot.py``, committed under results/ by its own
+    command; README, "The regime pilot"), every round of this profile, in order. Empty: no pilot here."""
+    folder = Path(str(PILOT).format(profile=ctx.profile))
+    frames = [pd.read_csv(folder / f"{name}_designs.csv").assign(round=label)
+              for name, label in PILOT_ROUNDS.items() if (folder / f"{name}_designs.csv").exists()]
+    if not frames:
+        return pd.DataFrame([{"note": f"no regime pilot at profile {ctx.profile}"}])
+    table = pd.concat(frames, ignore_index=True)
+    return table[["round", *[c for c in table.columns if c != "round"]]]
+
+
 BENCH = Path(__file__).resolve().parents[2] / "results" / "bench.md"
 FIGURES = {"images/s over BN's": re.compile(r"^images/s, (?P<norm>.+?) / BN, N = (?P<n>\d+) "),
            "peak MiB of 3 steps": re.compile(r"^MiB, (?P<norm>.+?), N = (?P<n>\d+): ")}

@@ -23,6 +23,29 @@ RUNTIME_KEYS = ("train.resume", "train.progress", "train.threads", "train.checkp
                 "data.workers")
 
 
+# Options added after runs were made: each key with the value at which a run computes what a config without
+# the key computed, and the keys that matter only when it has another value. At that value they are left out
+# of the identity, so adding an option (or an estimator, an evaluation) does not make every earlier run a
+# changed one that the planner moves aside and trains again.
+NEUTRAL = {
+    "norm.population_estimator": ("ioffe", ()),
+    "train.eval_modes": (["running"],
+                         ("train.precise_images", "train.precise_batch", "train.eval_batch_stats")),
+    "train.freeze_bn_at": (None, ("train.freeze_bn_images",)),
+    "data.sampler": ("iid", ("data.classes_per_batch",)),
+    "data.corruption": (None, ("data.corruption_severity", "data.corruption_seed")),
+}
+
+
+def _without_neutral(identity: dict) -> dict:
+    """``identity`` without each ``NEUTRAL`` key at its neutral value (or absent) and the keys it governs."""
+    drop = set()
+    for key, (neutral, governed) in NEUTRAL.items():
+        if identity.get(key + ".", neutral) == neutral:
+            drop |= {key, *governed}
+    return {k: v for k, v in identity.items() if k.rstrip(".") not in drop}
+
+
 def flat(node, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b.": 1}`` (each key ends with a dot; an empty dict stays as a key of its
     own)."""
@@ -49,7 +72,7 @@ def run_identity(cfg) -> dict:
         task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         cfg = OmegaConf.to_container(task, resolve=True)
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
-    return {k: v for k, v in flat(cfg).items() if not is_runtime_key(k)}
+    return _without_neutral({k: v for k, v in flat(cfg).items() if not is_runtime_key(k)})
 
 
 def identity_key(cfg) -> str:

@@ -160,3 +160,27 @@ def test_the_identity_leaves_out_the_runtime_keys_and_only_them():
                                              "device=cpu", "train.eval_train_images=100"]))
     assert identity != run_identity(compose([*BASE, "seed=1"]))
     assert not is_runtime_key("train.threadsx") and not is_runtime_key("devices.")  # whole keys only
+
+
+def test_an_option_at_its_neutral_value_is_the_same_run_as_a_config_without_it():
+    """A run recorded before ``norm.population_estimator`` existed is the same run as one with it at
+    ``ioffe``; ``precise`` is another run. Keys governed by a neutral option (an evaluation's image count
+    while no extra evaluation is asked for) do not count either."""
+    from omegaconf import OmegaConf
+
+    from normexp.identity import NEUTRAL
+
+    new = OmegaConf.to_container(compose([*BASE[:2], "norm=batch", "optim.lr=0.05"]), resolve=True)
+    assert new["norm"]["population_estimator"] == "ioffe"
+    old = yaml.safe_load(yaml.safe_dump(new))
+    del old["norm"]["population_estimator"]
+    assert run_identity(old) == run_identity(new)
+    new["norm"]["population_estimator"] = "precise"
+    assert run_identity(old) != run_identity(new)
+    new["norm"]["population_estimator"] = "ioffe"
+    new["train"].update(eval_modes=["running"], precise_images=123)
+    assert run_identity(old) == run_identity(new)
+    new["train"]["eval_modes"] = ["running", "precise"]
+    changed = run_identity(new)
+    assert changed != run_identity(old) and changed["train.precise_images."] == 123
+    assert set(NEUTRAL) >= {"data.sampler", "data.corruption", "train.freeze_bn_at", "train.eval_modes"}

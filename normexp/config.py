@@ -127,6 +127,15 @@ def text(optional=False):
     return check
 
 
+def steps_or_fraction(key, v):
+    """A number of steps (an integer >= 0) or a fraction of the run's steps in (0, 1)."""
+    if _is_number(v) and 0 < v < 1:
+        return
+    whole = _is_int(v) or (_is_number(v) and math.isfinite(v) and float(v).is_integer())
+    if not (whole and v >= 0):
+        raise ConfigError(key, v, "must be an integer >= 0 (steps) or a fraction of the run in (0, 1)")
+
+
 def list_of(item_check, what: str):
     def check(key, v):
         if not isinstance(v, (list, tuple)):
@@ -175,7 +184,7 @@ SCHEMA = {
     "data.crop": integer(1),
     "data.num_classes": integer(2),
     "data.workers": integer(0),
-    "schedule.warmup_steps": integer(0),
+    "schedule.warmup_steps": steps_or_fraction,
     "schedule.milestones": list_of(number(0, 1), "fractions of the run in [0, 1]"),
     "schedule.gamma": number(0, strict=True),
     "logger.mode": one_of("offline", "online", "disabled"),

@@ -25,7 +25,8 @@ def lr_factor(cfg, total_steps: int):
     """step -> multiplier of the base lr. Milestones are fractions of the run (Wu & He: 0.3, 0.6, 0.9)."""
     name = cfg.get("name", "constant")
     check_schedule(name)
-    warmup = int(cfg.get("warmup_steps", 0))
+    warmup = cfg.get("warmup_steps", 0) or 0
+    warmup = int(warmup * total_steps) if 0 < warmup < 1 else int(warmup)  # a fraction of the run, or steps
 
     def shape(step: int) -> float:
         t = step / max(total_steps, 1)

@@ -19,6 +19,7 @@ from .common import (
     PAPER_BY_N,
     by_n_table,
     cell,
+    completed_run_dirs,
     error_cell,
     error_curves,
     error_vs_n,
@@ -43,15 +44,6 @@ def plain_sizes(ctx) -> list[int]:
 
 # ---------------------------------------------------------------- the diagnostic and population statistics
 
-def _completed_dirs(runs, name: str) -> tuple[str, ...]:
-    """Run dirs of the cell's completed runs that saved their weights (model.pt)."""
-    rows = runs.rows(name)
-    if "run_dir" not in rows:
-        return ()
-    dirs = rows.loc[rows["status"] == "completed", "run_dir"].astype(str)
-    return tuple(d for d in dirs if (Path(d) / "model.pt").exists())
-
-
 @lru_cache(maxsize=64)
 def _noise(run_dir: str, ns: tuple[int, ...], images: int) -> pd.DataFrame:
     return run_batch_noise(run_dir, list(ns), images)
@@ -67,7 +59,7 @@ def noise(ctx) -> pd.DataFrame:
     the N the model trained at. Empty when no BN run finished."""
     frames = []
     for n in sizes(ctx):
-        for d in _completed_dirs(ctx.runs, f"bn_n{n}"):
+        for d in completed_run_dirs(ctx.runs, f"bn_n{n}"):
             seed = int(ctx.runs.table.loc[ctx.runs.table["run_dir"] == d, "seed"].iloc[0])
             frames.append(_noise(d, tuple(sizes(ctx)), int(ctx.params["diagnostic_images"]))
                           .assign(trained_n=n, seed=seed))
@@ -88,7 +80,7 @@ def population_errors(ctx) -> dict[int, float]:
     """N -> seed-mean test error (%) of the BN runs at N with recomputed population statistics."""
     out = {}
     for n in sizes(ctx):
-        errors = [_population_error(d) for d in _completed_dirs(ctx.runs, f"bn_n{n}")]
+        errors = [_population_error(d) for d in completed_run_dirs(ctx.runs, f"bn_n{n}")]
         if errors:
             out[n] = sum(errors) / len(errors)
     return out

@@ -5,6 +5,7 @@ paper's own numbers, and the error-vs-N figure."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,15 @@ def regime(ctx, used: list[str]) -> Regime:
     groups = [[n for n in names if n.startswith(f"{norm}_n") and n[len(norm) + 2:].isdigit()]
               for norm in SWEEP_NORMS]
     return check_regime(ctx.runs, used, groups)
+
+
+def completed_run_dirs(runs, name: str) -> tuple[str, ...]:
+    """Run dirs of the cell's completed runs that saved their weights (model.pt)."""
+    rows = runs.rows(name)
+    if "run_dir" not in rows:
+        return ()
+    dirs = rows.loc[rows["status"] == "completed", "run_dir"].astype(str)
+    return tuple(d for d in dirs if (Path(d) / "model.pt").exists())
 
 
 def error_cell(runs, name: str, label: str | None = None) -> Cell:

@@ -119,8 +119,9 @@ def claim_table(records: list[dict], doc: str, smoke: bool) -> list[str]:
 def regime_text(claim: dict, record: dict) -> str:
     """The regime beside a verdict: R1 and R2 as checked for a claim they govern; for any other claim the
     largest memorization gap over the experiment's cells, shown and not gated."""
-    if (claim.get("regime") or {}).get("gated"):
-        return "gated: " + claim["regime"]["text"]
+    regime = claim.get("regime") or {}
+    if regime.get("text"):  # R1 and R2 as the claim's check measured them
+        return ("gated: " if regime.get("gated") else "not gated: ") + regime["text"]
     rows = [row for row in record.get("regime") or [] if row.get("clean train loss") is not None]
     if not rows:
         return "not measured"

@@ -1,0 +1,91 @@
+"""What the Wu & Johnson experiments share: their cells, built by Wu & He's ``cell`` (the same overrides, so a
+cell both papers train is one run), and the evaluations of a finished run's ``model.pt`` with other BN
+statistics (PreciseBN, batch statistics, statistics recomputed on a target domain), cached per run dir."""
+
+from __future__ import annotations
+
+import copy
+import math
+from functools import lru_cache
+
+from omegaconf import OmegaConf
+
+from normexp.claims import Cell
+from normexp.claims.regime import check_regime
+from normexp.evaluation import Evaluator, evaluate, statistics_layers
+from normexp.landscape.run import load_run
+from normexp.norms import GhostBatchNorm, recompute_running_stats
+from normexp.reproduce.spec import EXPERIMENTS_DIR, import_folder_module
+
+wuhe = import_folder_module(EXPERIMENTS_DIR / "wuhe2018", "common")
+
+
+def bn_cell(ctx, norm_batch: int, sgd_batch: int, extra: tuple[str, ...] = (), name: str | None = None
+            ) -> dict:
+    """BN with statistics per slice of ``norm_batch`` images of an SGD batch of ``sgd_batch`` (virtual
+    devices sgd_batch / norm_batch; plain BN when they are equal), lr = base lr x sgd_batch / 256."""
+    if norm_batch == sgd_batch:
+        return wuhe.cell(ctx, "bn_plain", sgd_batch, extra, name)
+    return wuhe.cell(ctx, "bn", norm_batch, extra, name, devices=sgd_batch // norm_batch)
+
+
+def norm_cell(ctx, norm: str, sgd_batch: int, extra: tuple[str, ...] = (), name: str | None = None) -> dict:
+    """A norm without batch statistics (gn, ln, in) at SGD batch ``sgd_batch`` (Wu & He's N x D)."""
+    devices = int(ctx.params["devices"])
+    return wuhe.cell(ctx, norm, sgd_batch // devices, extra, name)
+
+
+def error(acc: float | None) -> float:
+    return math.nan if acc is None else 100.0 * (1.0 - float(acc))
+
+
+@lru_cache(maxsize=512)
+def final_values(run_dir: str, modes: tuple[str, ...], precise_images: int, clean_images: int) -> dict:
+    """A finished run's test set and fixed clean training set (``clean_images``) in each BN evaluation mode
+    of ``modes`` (normexp/evaluation.py): ``{"test": {"acc": .., "acc_precise": .., "acc_batch": ..}, ...}``.
+    PreciseBN and batch statistics use the run's SGD batch (slices of its normalization batch)."""
+    run = load_run(run_dir)
+    train = OmegaConf.create({"eval_modes": list(modes), "precise_images": precise_images,
+                              "precise_batch": run.batch_size, "eval_batch_stats": run.batch_size})
+    evaluator = Evaluator(train, run.data, run.loss_fn, run.classify)
+    sets = {"test": run.data.test_batches,
+            "train": lambda b: run.data.clean_train_batches(clean_images, b)}
+    return evaluator(run.model, sets)
+
+
+def mode_error(ctx, name: str, split: str, key: str, label: str, modes=("running", "precise", "batch")
+               ) -> Cell:
+    """Per seed, the error (%) of ``split``'s ``key`` (``acc``, ``acc_precise``, ``acc_batch``)."""
+    p = ctx.params
+    return ctx.runs.cell(name, lambda row: error(final_values(
+        str(row["run_dir"]), tuple(modes), int(p["precise_images"]), int(p["clean_train_images"]))[split]
+        .get(key)), label)
+
+
+@lru_cache(maxsize=1024)
+def shifted_errors(run_dir: str, corruption: str, targets: tuple[int, ...], batch: int) -> dict:
+    """A finished run's test error (%) on the test set corrupted by ``corruption``: with its own (source)
+    statistics, and, where it has BN layers, with statistics recomputed by PreciseBN on the first K corrupted
+    test images (unlabeled) for each K of ``targets``, in batches of ``batch`` images that are each one
+    normalization batch (ghost BN counts the whole batch as one slice). ``{"source": e, K: e, ...}``."""
+    cfg = OmegaConf.load(f"{run_dir}/config.yaml")
+    cfg.data.corruption = corruption
+    run = load_run(run_dir, cfg=cfg)
+    out = {"source": error(evaluate(run.model, run.data.test_batches(), run.loss_fn, run.classify)["acc"])}
+    if not statistics_layers(run.model):
+        return out
+    for k in targets:
+        model = copy.deepcopy(run.model)
+        for m in model.modules():
+            if isinstance(m, GhostBatchNorm):
+                m.virtual_devices = 1
+        recompute_running_stats(model, run.data.target_batches(k, min(batch, k)), statistics_layers(model),
+                                "precise")
+        out[k] = error(evaluate(model, run.data.test_batches(), run.loss_fn, run.classify)["acc"])
+    return out
+
+
+def regime_beside(ctx, verdict, used: list[str], groups: list[list[str]] = ()):
+    """R1 for ``used`` and R2 across ``groups``, shown beside the verdict and not gating it."""
+    verdict.regime = check_regime(ctx.runs, used, groups).to_dict(gated=False)
+    return verdict

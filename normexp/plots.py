@@ -71,7 +71,7 @@ def seed_curves(runs, cell: str, column: str, split: str = "test", probe: str | 
         series = curve.set_index("step")[column].astype(float)
         series = series[~series.index.duplicated(keep="last")]
         if row["status"] == "completed":
-            done[row["seed"]] = series
+            done[row["seed"]] = series.dropna()  # a record without this value (e.g. an extra probe call)
         elif row["status"] == "diverged":
             at = row.get("diverged_step")
             diverged[row["seed"]] = (series, at if pd.notna(at) else (series.index[-1] if len(series) else 0))

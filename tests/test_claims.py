@@ -18,6 +18,7 @@ from normexp.claims import (
     combine,
     compare,
     percentile_drift,
+    percentile_net_displacement,
     steps_to,
     value_at,
 )
@@ -176,6 +177,19 @@ def test_drift_matches_hand_computation():
     # a second unit that never moves (drift 0) halves the average
     curve = curve.assign(**{"3/u1/p15": [0.0] * 3, "3/u1/p50": [1.0] * 3, "3/u1/p85": [2.0] * 3})
     assert drift(curve) == pytest.approx(5 / 6)
+
+
+def test_net_displacement_matches_hand_computation():
+    # from the first record at or after step 15 (step 20) to the last (step 30); final band 4 - 1 = 3:
+    # p15 1 -> 1: 0, p50 3 -> 2: 1/3, p85 2 -> 4: 2/3 (the jitter before step 15 does not count)
+    curve = pd.DataFrame({"step": [0, 10, 20, 30], "3/u0/p15": [0.0, 9, 1, 1], "3/u0/p50": [1.0, -9, 3, 2],
+                          "3/u0/p85": [2.0, 9, 2, 4]})
+    assert percentile_net_displacement(curve, 15) == {("3", 0): pytest.approx({15.0: 0, 50.0: 1 / 3,
+                                                                                85.0: 2 / 3})}
+    # from step 0: p15 0 -> 1, p50 1 -> 2, p85 2 -> 4, over the same band
+    assert percentile_net_displacement(curve, 0)[("3", 0)] == pytest.approx({15.0: 1 / 3, 50.0: 1 / 3,
+                                                                             85.0: 2 / 3})
+    assert percentile_net_displacement(curve, 31) == {}
 
 
 def search_table(accs: dict[float, list]) -> pd.DataFrame:

@@ -156,6 +156,23 @@ def test_is2_is_inconclusive_when_no_bn_seeds_disagree():
     assert v.status == INCONCLUSIVE and v.outcomes[0].endswith(": one seed")
 
 
+def test_is2_net_displacement_table_beside_the_drift():
+    # STEPS = 1000, so the net displacement starts at the first record at or after step 100: the last one.
+    # Rebuild WANDER at steps 0, 50, 100, 1000: p15 0, 1, 2, 2.5; p50 1, 2, 3, 3; p85 2, 3, 5, 6.
+    # Final band 6 - 2.5 = 3.5; net from step 100: p15 0.5, p50 0, p85 1 (over 3.5); drift: movement
+    # 2.5 + 2 + 4 = 8.5 over 3.5
+    steps, p15, p50, p85 = (0, 50, 100, 1000), (0, 1, 2, 2.5), (1, 2, 3, 3), (2, 3, 5, 6)
+    curves = [{"cell": "nobn", "seed": 0, "step": s, "split": "probe", "probe": "activations",
+               "3/u0/p15": p15[i], "3/u0/p50": p50[i], "3/u0/p85": p85[i]} for i, s in enumerate(steps)]
+    table = ioffe("fig1_mnist").hook("net_displacement_table")(
+        context("fig1_mnist", [run_row("nobn", 0, 0.9), run_row("bn", 0, 0.9)], curves))
+    assert list(table["unit"]) == ["3/u0"]  # the BN run has no probe records: no row
+    row = table.iloc[0]
+    assert row["drift"] == pytest.approx(8.5 / 3.5)
+    assert [row["net_p15"], row["net_p50"], row["net_p85"]] == pytest.approx([0.5 / 3.5, 0, 1 / 3.5])
+    assert row["net_mean"] == pytest.approx(1.5 / 3.5 / 3)
+
+
 # ---------------------------------------------------------------- IS-4
 
 def is4(sigmoid_bn_x5: list, sigmoid_nobn_x1: list):

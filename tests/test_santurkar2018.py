@@ -169,6 +169,47 @@ def test_st2_on_hand_built_runs():
     assert v.measured['Standard + "Noisy" BatchNorm mean drift']["mean"] == pytest.approx(0.01)
 
 
+def test_st2_drift_diagnostics_table_against_medians_by_hand():
+    table_of = hook("fig2_noisy.drift_diagnostics")
+    rows = [row(c, s) for c in ("std_lr0.1", "bn_lr0.1", "noisy_bn_lr0.1") for s in (0, 1)]
+    curves = []
+    for s in (0, 1):  # noisy BN: registered calls at 10, 20, 30 and the pair's calls one step later
+        for i, t in enumerate((10, 20, 30)):
+            curves.append(probe("noisy_bn_lr0.1", s, t, "moment_drift", **{
+                "0.0/mean_drift": 0.1 * (i + 1) + s, "0.1/mean_drift": 0.5 + s, "median/mean_drift": 99.0,
+                "0.0/mean_drift_rel": 2.0 * (i + 1), "0.1/mean_drift_rel": 0.0}))
+            curves.append(probe("noisy_bn_lr0.1", s, t + 1, "moment_drift", **{
+                "0.0/mean_drift_1": 0.01 * (i + 1), "0.1/mean_drift_1": 0.02 * (i + 1),
+                "median/mean_drift_1": 99.0}))
+    table = table_of(context(rows, curves)).set_index(["cell", "moment"])
+    # Fig 8 draws the registered calls only (the pair's records have no registered keys): no NaN gaps
+    fig8 = hook("fig2_noisy.fig8_moment_drift")(context(rows, curves))
+    noisy_line = next(ln for ln in fig8.axes[0].get_lines() if "Noisy" in ln.get_label())
+    assert list(noisy_line.get_xdata()) == [10, 20, 30]
+    noisy = table.loc[("noisy_bn_lr0.1", "mean")]
+    # per seed the median over calls and Blocks: seed 0 median{0.1, 0.2, 0.3, 0.5, 0.5, 0.5} = 0.4, seed 1
+    # the same plus 1 = 1.4: mean 0.9, spread 1
+    assert (noisy["drift_k"], noisy["drift_k_spread"]) == pytest.approx((0.9, 1.0))
+    assert noisy["drift_1"] == pytest.approx(statistics.median([0.01, 0.02, 0.03, 0.02, 0.04, 0.06]))
+    assert noisy["drift_rel_k"] == pytest.approx(statistics.median([2, 4, 6, 0, 0, 0]))
+    assert noisy["seeds"] == 2 and pd.isna(noisy["drift_rel_1"])
+    assert table.loc[("std_lr0.1", "var")].isna()[["drift_k", "drift_1"]].all()  # completed, no records
+
+
+def test_st4_beta_vs_sharpness_draws_both_measures_and_2_over_lr():
+    rows = [row(c, s) for c in ("std_lr0.1", "bn_lr0.1") for s in (0, 1)]
+    curves = [probe(c, s, t, "landscape", beta=b + s) for c, b in (("std_lr0.1", 14.0), ("bn_lr0.1", 7.0))
+              for s in (0, 1) for t in (0, 10, 20)]
+    curves += [probe(c, s, t, "hessian", **{"model/top_eig": e * (1 + s)})
+               for c, e in (("std_lr0.1", 18.0), ("bn_lr0.1", 9.0)) for s in (0, 1) for t in (0, 20)]
+    fig = hook("sharpness.beta_vs_sharpness")(context(rows, curves))
+    lines = {line.get_label().split(" (")[0]: line for line in fig.axes[0].get_lines()}
+    assert list(lines["Standard: effective beta"].get_ydata()) == pytest.approx([14.5] * 3)
+    bn_top = lines["Standard + BatchNorm: top Hessian eigenvalue"]
+    assert list(bn_top.get_ydata()) == pytest.approx([13.5] * 2)
+    assert list(lines["2 / lr = 20"].get_ydata()) == [20, 20]
+
+
 def ics_curves(cell, seed, cos_values):
     return [probe(cell, seed, 10 * i, "ics", **{"a/cos": c, "b/cos": c, "median/cos": 99.0})
             for i, c in enumerate(cos_values)]

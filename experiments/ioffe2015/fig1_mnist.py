@@ -17,6 +17,7 @@ from normexp.claims import (
     compare,
     percentile_columns,
     percentile_drift,
+    percentile_net_displacement,
     steps_to_target,
     value_at,
 )
@@ -85,6 +86,29 @@ def drift_table(ctx) -> pd.DataFrame:
             entry[f"{block}/u{unit}"] = percentile_drift(curve[["step", *cols.values()]])
         entry["drift"] = percentile_drift(curve) if len(curve) else None
         rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+NET_FROM = 0.1  # the net displacement is measured from the first probe at or after 10% of the run
+
+
+def net_displacement_table(ctx) -> pd.DataFrame:
+    """Diagnostic beside IS-2 (no verdict): per run and probed unit, the registered drift (every
+    step-to-step movement / final 15-85 band) and each percentile's net displacement from 10% of the run to
+    the end over the same band (normexp.claims.percentile_net_displacement), and their mean."""
+    start, rows = int(round(NET_FROM * ctx.runs.final_steps())), []
+    for _, row in ctx.runs.table.iterrows():
+        curve = ctx.runs.curve(row["cell"], row["seed"], split="probe", probe="activations")
+        if not len(curve):
+            continue
+        displaced = percentile_net_displacement(curve, start)
+        for (block, unit), cols in sorted(percentile_columns(curve).items()):
+            net = displaced.get((block, unit), {})
+            entry = {"cell": row["cell"], "seed": row["seed"], "unit": f"{block}/u{unit}",
+                     "drift": percentile_drift(curve[["step", *cols.values()]])}
+            entry.update({f"net_p{q:g}": v for q, v in sorted(net.items())})
+            entry["net_mean"] = sum(net.values()) / len(net) if net else None
+            rows.append(entry)
     return pd.DataFrame(rows)
 
 

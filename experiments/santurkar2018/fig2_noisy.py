@@ -3,6 +3,8 @@ docs/claims.md#st-2). The VGG-like net at lr 0.1: Standard, BN, noisy BN and Sta
 
 from __future__ import annotations
 
+import pandas as pd
+
 from normexp.claims import Verdict, compare, probe_median
 from normexp.plots import figure, note_diverged
 
@@ -13,10 +15,16 @@ KINDS = ("std", "bn", "noisy_bn", "std_noise")
 BLOCK_DRIFT = r"(?!median/)[^/]+/{}_drift"  # every Block's drift, not the per-call median over Blocks
 
 
-def drift(runs, kind: str, moment: str):
-    """Per seed: the median over probe calls and Blocks of the post-norm {mean, var} drift."""
-    return probe_median(runs, vgg(kind), "moment_drift", BLOCK_DRIFT.format(moment),
-                        f"{LABEL[kind]} {moment} drift")
+ST2_KINDS = ("std", "bn", "noisy_bn")
+# the diagnostic's columns: key suffix of the moment_drift probe (pair: true) -> column
+DIAGNOSTICS = {"": "drift_k", "_1": "drift_1", "_rel": "drift_rel_k", "_rel_1": "drift_rel_1"}
+
+
+def drift(runs, kind: str, moment: str, suffix: str = ""):
+    """Per seed: the median over probe calls and Blocks of the post-norm {mean, var} drift (``suffix``: the
+    pair diagnostic's ``_1``, ``_rel``, ``_rel_1``)."""
+    return probe_median(runs, vgg(kind), "moment_drift", BLOCK_DRIFT.format(moment) + suffix,
+                        f"{LABEL[kind]} {moment} drift{suffix}")
 
 
 def check_st2(ctx) -> Verdict:
@@ -34,6 +42,25 @@ def check_st2(ctx) -> Verdict:
                 f"Standard {num(std_mean)} / {num(std_var)}")
     return Verdict.from_outcomes("ST-2", outcomes, [noisy, bn, std, noisy_mean, std_mean, noisy_var, std_var],
                                  sentence)
+
+
+def drift_diagnostics(ctx) -> pd.DataFrame:
+    """Diagnostic beside ST-2 (no verdict): per ST-2 cell and moment, the registered drift over k steps (the
+    number ST-2 compares), the drift over one step, and both relative to the moment's size (|change| over
+    the mean |mu|, or mean var); each the per-seed median over calls and Blocks, seed mean and spread."""
+    rows = []
+    for kind in ST2_KINDS:
+        every = ctx.runs.rows(vgg(kind)).get("probes.moment_drift.every")
+        for moment in ("mean", "var"):
+            entry = {"cell": vgg(kind), "moment": moment,
+                     "k": int(every.max()) if every is not None and every.notna().any() else None}
+            for suffix, column in DIAGNOSTICS.items():
+                cell = drift(ctx.runs, kind, moment, suffix)
+                entry["seeds"] = max(entry.get("seeds", 0), len(cell.values))
+                entry[column] = cell.mean if cell.values else None
+                entry[f"{column}_spread"] = cell.spread if cell.values else None
+            rows.append(entry)
+    return pd.DataFrame(rows)
 
 
 def fig2_noisy_bn(ctx):

@@ -9,7 +9,7 @@ and returns a :class:`Verdict`. The rule, :data:`RULE`, is the only one; it is p
 
 from .batch_noise import batch_stat_noise, population_test_acc, run_batch_noise, trained_run
 from .lr_search import cells_at_multiples, format_value, grid_cells, largest_training_lr, trains
-from .measures import percentile_columns, percentile_drift
+from .measures import percentile_columns, percentile_drift, percentile_net_displacement
 from .probe_stats import probe_costs, probe_median, probe_values
 from .runs import Pending, Runs, steps_to, steps_to_target, value_at
 from .sweeps import error_percent, paired_difference, spread_ratio
@@ -18,5 +18,6 @@ from .verdict import FAIL, INCONCLUSIVE, PASS, RULE, Cell, Outcome, Verdict, com
 __all__ = ["FAIL", "INCONCLUSIVE", "PASS", "RULE", "Cell", "Outcome", "Pending", "Runs", "Verdict",
            "batch_stat_noise", "cells_at_multiples", "combine", "compare", "error_percent", "format_value",
            "grid_cells", "largest_training_lr", "paired_difference", "percentile_columns", "percentile_drift",
+           "percentile_net_displacement",
            "population_test_acc", "probe_costs", "probe_median", "probe_values", "run_batch_noise",
            "spread_ratio", "steps_to", "steps_to_target", "trained_run", "trains", "value_at"]

@@ -65,6 +65,10 @@ class Probe:
     def check(cls, opts: dict, model: torch.nn.Module, key: str) -> None:
         """Raise ConfigError for an option value that cannot work on ``model`` (``key``: 'probes.<name>')."""
 
+    def due(self, step: int) -> bool:
+        """Whether the probe is called at ``step``: every ``every`` steps, unless a probe adds calls."""
+        return step % self.every == 0
+
     def measure(self, ctx: StepContext) -> dict:
         raise NotImplementedError
 
@@ -129,13 +133,13 @@ class ProbeSet:
         return self._probe_batch
 
     def due(self, step: int) -> bool:
-        return any(step % p.every == 0 for p in self.probes)
+        return any(p.due(step) for p in self.probes)
 
     def run(self, step: int, batch, optimizer) -> list[dict]:
         ctx = StepContext(step, self.model, self.loss_fn, optimizer, batch, self.probe_batch)
         records = []
         for p in self.probes:
-            if step % p.every:
+            if not p.due(step):
                 continue
             start = time.perf_counter()
             with untouched(self.model, optimizer):

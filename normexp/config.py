@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from normexp.data import check_normalize
+from normexp.data import CORRUPTIONS, SAMPLERS, check_corruption, check_normalize
 from normexp.errors import ConfigError, check_choice, choices
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -168,6 +168,11 @@ SCHEMA = {
     "data.crop_padding": integer(0),
     "data.flip": flag(),
     "data.download": flag(),
+    "data.corruption": check_corruption,
+    "data.corruption_severity": number(optional=True),
+    "data.corruption_seed": integer(0),
+    "data.sampler": one_of(*SAMPLERS),
+    "data.classes_per_batch": integer(1),
     "data.dim": integer(1),
     "data.n_train": integer(1),
     "data.n_test": integer(1),
@@ -346,6 +351,7 @@ def validate(cfg: DictConfig) -> None:
     if n_train and batch > int(n_train):
         raise ConfigError("data.batch_size", batch, f"must be <= the {int(n_train)} training examples")
     info = data_info(cfg.data)
+    _check_data_options(cfg.data, info)
     check_available(cfg.data)
 
     plain = OmegaConf.to_container(cfg, resolve=True)
@@ -357,6 +363,28 @@ def validate(cfg: DictConfig) -> None:
     norm.check_batch(_check_processes(cfg, batch, norm))
     model = _check_model_runs(cfg, norm, info, batch, build_model)
     ProbeSet.check_config(cfg.get("probes"), model)
+
+
+def _check_data_options(data, info) -> None:
+    """The data options that depend on each other or on the data set: a corruption's severity, the
+    class-grouped sampler's classes per batch (each class's image count is checked when the data loads)."""
+    name, severity = data.get("corruption"), data.get("corruption_severity")
+    if severity is not None:
+        if name is None:
+            raise ConfigError("data.corruption_severity", severity, "sets the severity of data.corruption, "
+                              f"which is null: choose one of {', '.join(sorted(CORRUPTIONS))} there")
+        corruption = CORRUPTIONS[name]
+        number(corruption.low, strict=corruption.strict)("data.corruption_severity", severity)
+        side = min(info.in_shape[1:])
+        if name == "blur" and math.ceil(3 * severity) >= side:
+            raise ConfigError("data.corruption_severity", severity, "the blur's radius ceil(3 sigma) must be "
+                              f"below the {side}-pixel image side: choose sigma < {side / 3:g}")
+    if data.get("sampler", "iid") == "class_grouped":
+        k, batch = int(data.get("classes_per_batch", 2)), int(data.batch_size)
+        if k > info.num_classes or batch % k:
+            fits = ", ".join(str(d) for d in range(1, info.num_classes + 1) if batch % d == 0)
+            raise ConfigError("data.classes_per_batch", k, f"must divide data.batch_size={batch} and be at "
+                              f"most the {info.num_classes} classes: choose one of {fits}")
 
 
 def _check_processes(cfg, batch: int, norm) -> int:

@@ -157,6 +157,8 @@ SCHEMA = {
     "train.channels_last": flag(),
     "train.deterministic": flag(),
     "train.progress": flag(),
+    "train.freeze_bn_at": number(0, 1, strict=True, optional=True),
+    "train.freeze_bn_images": integer(1),
     "data.root": text(),
     "data.batch_size": integer(1),
     "data.eval_batch_size": integer(1),
@@ -281,6 +283,18 @@ def total_steps(cfg, n_train: int) -> int:
     return int(cfg.train.steps)
 
 
+def freeze_bn_step(fraction, steps: int) -> int | None:
+    """The number of steps trained before ``train.freeze_bn_at`` freezes BN: round(fraction x steps), with
+    steps left on both sides (None: no freeze)."""
+    if fraction is None:
+        return None
+    step = round(fraction * steps)
+    if not 0 < step < steps:
+        raise ConfigError("train.freeze_bn_at", fraction, f"freezes after round({fraction} x {steps}) = "
+                          f"{step} of the {steps} steps: choose a fraction that leaves steps on both sides")
+    return step
+
+
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
@@ -353,6 +367,7 @@ def validate(cfg: DictConfig) -> None:
     info = data_info(cfg.data)
     _check_data_options(cfg.data, info)
     check_available(cfg.data)
+    _check_freeze_bn(cfg)
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     model_options = {k: v for k, v in plain["model"].items() if k not in ("name", "init", "init_scale")}
@@ -385,6 +400,17 @@ def _check_data_options(data, info) -> None:
             fits = ", ".join(str(d) for d in range(1, info.num_classes + 1) if batch % d == 0)
             raise ConfigError("data.classes_per_batch", k, f"must divide data.batch_size={batch} and be at "
                               f"most the {info.num_classes} classes: choose one of {fits}")
+
+
+def _check_freeze_bn(cfg) -> None:
+    from normexp.norms import check_freezable
+
+    fraction = cfg.train.get("freeze_bn_at")
+    if fraction is None:
+        return
+    check_freezable(cfg.norm.name, fraction)
+    if not cfg.train.get("epochs"):  # else the steps are known once the data is (train.build_loop checks)
+        freeze_bn_step(fraction, int(cfg.train.steps))
 
 
 def _check_processes(cfg, batch: int, norm) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from normexp.data import check_normalize
+from normexp.data import CORRUPTIONS, SAMPLERS, check_corruption, check_normalize
 from normexp.errors import ConfigError, check_choice, choices
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -166,6 +166,8 @@ SCHEMA = {
     "train.channels_last": flag(),
     "train.deterministic": flag(),
     "train.progress": flag(),
+    "train.freeze_bn_at": number(0, 1, strict=True, optional=True),
+    "train.freeze_bn_images": integer(1),
     "data.root": text(),
     "data.batch_size": integer(1),
     "data.eval_batch_size": integer(1),
@@ -177,6 +179,11 @@ SCHEMA = {
     "data.crop_padding": integer(0),
     "data.flip": flag(),
     "data.download": flag(),
+    "data.corruption": check_corruption,
+    "data.corruption_severity": number(optional=True),
+    "data.corruption_seed": integer(0),
+    "data.sampler": one_of(*SAMPLERS),
+    "data.classes_per_batch": integer(1),
     "data.dim": integer(1),
     "data.n_train": integer(1),
     "data.n_test": integer(1),
@@ -285,6 +292,18 @@ def total_steps(cfg, n_train: int) -> int:
     return int(cfg.train.steps)
 
 
+def freeze_bn_step(fraction, steps: int) -> int | None:
+    """The number of steps trained before ``train.freeze_bn_at`` freezes BN: round(fraction x steps), with
+    steps left on both sides (None: no freeze)."""
+    if fraction is None:
+        return None
+    step = round(fraction * steps)
+    if not 0 < step < steps:
+        raise ConfigError("train.freeze_bn_at", fraction, f"freezes after round({fraction} x {steps}) = "
+                          f"{step} of the {steps} steps: choose a fraction that leaves steps on both sides")
+    return step
+
+
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
@@ -355,7 +374,9 @@ def validate(cfg: DictConfig) -> None:
     if n_train and batch > int(n_train):
         raise ConfigError("data.batch_size", batch, f"must be <= the {int(n_train)} training examples")
     info = data_info(cfg.data)
+    _check_data_options(cfg.data, info)
     check_available(cfg.data)
+    _check_freeze_bn(cfg)
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     model_options = {k: v for k, v in plain["model"].items() if k not in ("name", "init", "init_scale")}
@@ -366,6 +387,39 @@ def validate(cfg: DictConfig) -> None:
     norm.check_batch(_check_processes(cfg, batch, norm))
     model = _check_model_runs(cfg, norm, info, batch, build_model)
     ProbeSet.check_config(cfg.get("probes"), model)
+
+
+def _check_data_options(data, info) -> None:
+    """The data options that depend on each other or on the data set: a corruption's severity, the
+    class-grouped sampler's classes per batch (each class's image count is checked when the data loads)."""
+    name, severity = data.get("corruption"), data.get("corruption_severity")
+    if severity is not None:
+        if name is None:
+            raise ConfigError("data.corruption_severity", severity, "sets the severity of data.corruption, "
+                              f"which is null: choose one of {', '.join(sorted(CORRUPTIONS))} there")
+        corruption = CORRUPTIONS[name]
+        number(corruption.low, strict=corruption.strict)("data.corruption_severity", severity)
+        side = min(info.in_shape[1:])
+        if name == "blur" and math.ceil(3 * severity) >= side:
+            raise ConfigError("data.corruption_severity", severity, "the blur's radius ceil(3 sigma) must be "
+                              f"below the {side}-pixel image side: choose sigma < {side / 3:g}")
+    if data.get("sampler", "iid") == "class_grouped":
+        k, batch = int(data.get("classes_per_batch", 2)), int(data.batch_size)
+        if k > info.num_classes or batch % k:
+            fits = ", ".join(str(d) for d in range(1, info.num_classes + 1) if batch % d == 0)
+            raise ConfigError("data.classes_per_batch", k, f"must divide data.batch_size={batch} and be at "
+                              f"most the {info.num_classes} classes: choose one of {fits}")
+
+
+def _check_freeze_bn(cfg) -> None:
+    from normexp.norms import check_freezable
+
+    fraction = cfg.train.get("freeze_bn_at")
+    if fraction is None:
+        return
+    check_freezable(cfg.norm.name, fraction)
+    if not cfg.train.get("epochs"):  # else the steps are known once the data is (train.build_loop checks)
+        freeze_bn_step(fraction, int(cfg.train.steps))
 
 
 def _check_processes(cfg, batch: int, norm) -> int:

@@ -5,6 +5,10 @@ device and serves batches by step number: epoch e's order is ``randperm`` from a
 (seed, e), so the order is a pure function of (seed, step) and a resumed run sees the same batches with
 nothing to save. Crop and flip are vectorized over the batch. ImageNet-size folders stream instead
 (:class:`FolderData`).
+
+Two data options serve Wu & Johnson's questions about the batch in BN: ``data.corruption`` shifts the test set
+(a corrupted copy as the target domain; :func:`corrupt`, :meth:`TensorData.target_batches`) and
+``data.sampler=class_grouped`` draws every training batch from a few classes only.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from normexp.errors import ConfigError, check_choice
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 NORMALIZATIONS = ("standardize", "unit", "none")  # data.normalize: per-channel z-score, x / 255, as stored
+SAMPLERS = ("iid", "class_grouped")  # data.sampler: see TensorData.batch
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -273,13 +279,21 @@ class TensorData:
         x_train, y_train, x_test, y_test = load_arrays(cfg)
         x_train, y_train = _subset(x_train, y_train, cfg.get("train_subset"), 1)
         x_test, y_test = _subset(x_test, y_test, cfg.get("test_subset"), 2)
-        x_train, x_test = self._preprocess(x_train.float(), x_test.float())
+        x_test = x_test.float()
+        if cfg.get("corruption"):  # in pixel space [0, 1], before the standardization
+            severity, seed = cfg.get("corruption_severity"), int(cfg.get("corruption_seed", 0))
+            x_test = corrupt(x_test / 255.0, cfg.corruption, severity, seed) * 255.0
+        x_train, x_test = self._preprocess(x_train.float(), x_test)
         self.x_train, self.y_train = x_train.to(device), y_train.to(device)
         self.x_test, self.y_test = x_test.to(device), y_test.to(device)
         self.batch_size = int(cfg.batch_size)
         self.steps_per_epoch = max(len(self.y_train) // self.batch_size, 1)
         self._epoch, self._order = -1, None
         self.augment = bool(cfg.get("crop_padding", 0)) or bool(cfg.get("flip", False))
+        self.class_groups = None
+        if cfg.get("sampler", "iid") == "class_grouped":
+            self.class_groups = ClassGroups(y_train, self.info.num_classes, self.batch_size,
+                                            int(cfg.get("classes_per_batch", 2)))
 
     def _preprocess(self, x_train, x_test):
         if self.info.task == "regression":
@@ -309,9 +323,14 @@ class TensorData:
         return self._order
 
     def batch(self, step: int):
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        order = self._epoch_order(epoch)
-        idx = order[pos * self.batch_size:(pos + 1) * self.batch_size]
+        """Step ``step``'s batch. ``data.sampler=iid``: the next slice of the epoch's order;
+        ``class_grouped``: :meth:`ClassGroups.indices`."""
+        if self.class_groups is not None:
+            idx = self.class_groups.indices(self.seed, step).to(self.device)
+        else:
+            epoch, pos = divmod(step, self.steps_per_epoch)
+            order = self._epoch_order(epoch)
+            idx = order[pos * self.batch_size:(pos + 1) * self.batch_size]
         x, y = self.x_train[idx], self.y_train[idx]
         if self.augment:
             x = self._augment(x, step)
@@ -346,13 +365,33 @@ class TensorData:
         for i in range(0, len(idx), b):
             yield self.x_train[idx[i:i + b]], self.y_train[idx[i:i + b]]
 
+    def target_batches(self, images: int, batch_size: int | None = None):
+        """The target domain of a recalibration, unlabeled: the first ``images`` test images (corrupted when
+        ``data.corruption`` is set) in a fixed order, the same for every run, in batches of images only.
+        Evaluation stays on the whole test set (:meth:`test_batches`), these images included: as in Schneider
+        et al. 2020 and Wu & Johnson 2021, the statistics come from the test images themselves, no labels."""
+        b = int(batch_size or self.cfg.get("eval_batch_size", 1000))
+        idx = target_indices(len(self.y_test), images).to(self.device)
+        for i in range(0, len(idx), b):
+            yield self.x_test[idx[i:i + b]]
+
 
 CLEAN_TRAIN_SEED = 20_180_322  # the fixed clean training set does not depend on the run's seed
+TARGET_SEED = 20_210_331  # nor does the order of the target images
+
+
+def fixed_indices(n: int, images: int, seed: int) -> torch.Tensor:
+    """The first ``images`` of a permutation of range(n) fixed by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[: min(int(images), n)]
 
 
 def clean_train_indices(n_train: int, images: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(CLEAN_TRAIN_SEED)
-    return torch.randperm(n_train, generator=g)[: min(int(images), n_train)]
+    return fixed_indices(n_train, images, CLEAN_TRAIN_SEED)
+
+
+def target_indices(n_test: int, images: int) -> torch.Tensor:
+    return fixed_indices(n_test, images, TARGET_SEED)
 
 
 def random_crop(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
@@ -368,6 +407,121 @@ def random_crop(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tenso
 
 def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+# ---------------------------------------------------------------- test-set corruptions (data.corruption)
+# Each maps images in pixel space [0, 1] (N, C, H, W) at a severity, with a CPU generator for its random
+# draws, vectorized over the images; ``corrupt`` clips the result to [0, 1].
+
+def gaussian_noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
+    """x + N(0, sigma^2), independently per value."""
+    return x + sigma * torch.randn(x.shape, generator=g).to(x.device)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """The normalized 1-D Gaussian of radius ceil(3 sigma) (torchvision's gaussian_blur kernel)."""
+    radius = math.ceil(3 * sigma)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).float()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
+    """A separable Gaussian blur per channel, the edges padded by reflection without repeating the edge
+    pixel (torch's 'reflect', scipy's 'mirror'): the same as torchvision's gaussian_blur."""
+    k = gaussian_kernel(sigma).to(x.device)
+    r, (n, c, h, w) = len(k) // 2, x.shape
+    y = F.conv2d(F.pad(x.reshape(n * c, 1, h, w), (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+    return y.reshape(n, c, h, w)
+
+
+def compass_shifts(pixels: float) -> torch.Tensor:
+    """(rows, columns) shifts of ``pixels`` towards E, NE, N, NW, W, SW, S, SE, rounded to whole pixels
+    (north is up: rows decrease), as an (8, 2) integer tensor."""
+    angles = torch.arange(8, dtype=torch.float64) * (math.pi / 4)
+    return torch.stack([-pixels * angles.sin(), pixels * angles.cos()], dim=1).round().long()
+
+
+def translate(x: torch.Tensor, pixels: float, g: torch.Generator) -> torch.Tensor:
+    """Each image shifted by ``pixels`` in one of the 8 compass directions (drawn per image), zero fill."""
+    shifts = compass_shifts(pixels)[torch.randint(0, 8, (x.size(0),), generator=g)]
+    pad = int(shifts.abs().max())
+    return random_crop(x, pad, (pad - shifts).to(x.device)) if pad else x
+
+
+def contrast(x: torch.Tensor, factor: float, g: torch.Generator) -> torch.Tensor:
+    """Each image's deviation from its own mean (over channels and pixels) scaled by ``factor``."""
+    mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
+    return mean + factor * (x - mean)
+
+
+def brightness(x: torch.Tensor, delta: float, g: torch.Generator) -> torch.Tensor:
+    return x + delta
+
+
+@dataclass(frozen=True)
+class Corruption:
+    apply: object  # (x in [0, 1], severity, generator) -> x
+    severity: float  # the default of data.corruption_severity
+    low: float | None = 0.0  # the smallest severity (None: any number)
+    strict: bool = False  # the smallest severity itself is refused
+
+
+CORRUPTIONS: dict[str, Corruption] = {
+    "gaussian_noise": Corruption(gaussian_noise, 0.3),  # the noise's standard deviation
+    "blur": Corruption(gaussian_blur, 1.5, strict=True),  # sigma in pixels
+    "translate": Corruption(translate, 3.0),  # pixels
+    "contrast": Corruption(contrast, 0.3),  # factor
+    "brightness": Corruption(brightness, 0.3, low=None),  # added
+}
+
+
+def corrupt(x: torch.Tensor, name: str, severity: float | None = None, seed: int = 0) -> torch.Tensor:
+    """``x`` (N, C, H, W) in pixel space [0, 1] under corruption ``name`` at ``severity`` (None: its
+    default), clipped to [0, 1]. The random draws come from a generator seeded by ``seed`` alone."""
+    check_corruption("data.corruption", name)
+    c = CORRUPTIONS[name]
+    g = torch.Generator().manual_seed(int(seed))
+    return c.apply(x, c.severity if severity is None else float(severity), g).clamp(0.0, 1.0)
+
+
+def check_corruption(key: str, name) -> None:
+    if name is not None and (not isinstance(name, str) or name not in CORRUPTIONS):
+        raise ConfigError(key, name, f"choose one of: {', '.join(sorted(CORRUPTIONS))}, null")
+
+
+# ---------------------------------------------------------------- class-grouped batches (data.sampler)
+
+class ClassGroups:
+    """``data.sampler=class_grouped``: every batch holds ``classes_per_batch`` classes drawn at random and
+    batch_size / classes_per_batch training images of each, drawn at random without repeats within the batch,
+    in one block per class. A pure function of (seed, step); draws repeat across steps."""
+
+    def __init__(self, y_train: torch.Tensor, num_classes: int, batch_size: int, classes_per_batch: int):
+        self.classes_per_batch, self.per_class = classes_per_batch, batch_size // classes_per_batch
+        y = y_train.cpu()
+        self.counts = torch.bincount(y, minlength=num_classes)
+        short = [c for c, n in enumerate(self.counts.tolist()) if n < self.per_class]
+        if short:
+            c = short[0]
+            raise ConfigError("data.classes_per_batch", classes_per_batch,
+                              f"a batch of {batch_size} takes {self.per_class} images from each of its "
+                              f"classes, and class {c} has {int(self.counts[c])} training images: choose "
+                              "more classes per batch, a smaller batch or more training images")
+        order = torch.argsort(y, stable=True)
+        rank = torch.arange(len(order)) - (torch.cumsum(self.counts, 0) - self.counts)[y[order]]
+        self.table = torch.full((num_classes, int(self.counts.max())), -1, dtype=torch.long)
+        self.table[y[order], rank] = order  # table[c, :counts[c]]: the indices of class c
+
+    def indices(self, seed: int, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 104_729 + step)
+        classes = torch.randperm(len(self.counts), generator=g)[: self.classes_per_batch]
+        keys = torch.rand(len(classes), self.table.size(1), generator=g)
+        past_the_end = torch.arange(self.table.size(1)) >= self.counts[classes].unsqueeze(1)
+        keys[past_the_end] = 2.0  # after every real key: never among the picks
+        picks = keys.topk(self.per_class, dim=1, largest=False).indices  # the smallest keys: O(n), not a sort
+        return self.table[classes.unsqueeze(1), picks].reshape(-1)
 
 
 class FolderData:
@@ -431,6 +585,12 @@ class FolderData:
         b = int(batch_size or self.cfg.get("eval_batch_size", 256))
         for x, y in self._loader(self.train_eval_set, clean_train_indices(self.n_train, images).tolist(), b):
             yield x.to(self.device), y.to(self.device)
+
+    def target_batches(self, images: int, batch_size: int | None = None):
+        """As :meth:`TensorData.target_batches` (no corruptions here)."""
+        b = int(batch_size or self.cfg.get("eval_batch_size", 256))
+        for x, _ in self._loader(self.test_set, target_indices(len(self.test_set), images).tolist(), b):
+            yield x.to(self.device)
 
 
 def build_data(cfg, device: torch.device, seed: int):

@@ -28,6 +28,7 @@ class Norm:
     uses_batch_statistics = False  # statistics over the batch: needs two or more examples per batch
     syncs_across_processes = False  # statistics over every process's batch: sees the global batch
     needs_spatial_input = False  # refused after a fully connected layer: each value would be normalized alone
+    freezable = False  # train.freeze_bn_at can swap it for frozen_batch (see freeze_batch_norms)
 
     @classmethod
     def check_batch(cls, batch: int, settings: dict) -> None:
@@ -101,6 +102,7 @@ class BatchNorm(Norm, nn.modules.batchnorm._BatchNorm):
     value of every batch)."""
 
     uses_batch_statistics = True
+    freezable = True
 
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  stats: str = "ema", population_batches: int = 20, population_estimator: str = "ioffe"):
@@ -358,6 +360,8 @@ class NoisyBatchNorm(BatchNorm):
     """Santurkar et al.'s Alg. 1: BN, then in train mode :func:`santurkar_noise` on its output at every
     step. No noise in eval mode."""
 
+    freezable = False  # frozen_batch would drop the noise of its training steps
+
     def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  mean_range: float = 0.5, std_low: float = 1.0, std_high: float = 1.25,
                  shift_jitter: float = 0.1, scale_jitter: float = 0.1):
@@ -392,6 +396,8 @@ class LpBatchNorm(BatchNorm):
     """Santurkar et al.'s lp normalization: centre per channel with batch statistics, then divide by
     (batch mean of |x - mu|^p)^(1/p) for p in {1, 2}, or by max |x - mu| for p = inf. The moving
     average of that scale is kept in ``running_var`` for inference."""
+
+    freezable = False  # its running_var holds an lp scale, which frozen_batch would take for a variance
 
     def __init__(self, num_channels: int, p: float = 1, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True):
@@ -501,6 +507,7 @@ class FrozenBatchNorm(BatchNorm):
     pretrained net on small batches. The statistics never update; ``freeze_affine`` also fixes gamma, beta."""
 
     uses_batch_statistics = False
+    freezable = False  # frozen already
 
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  freeze_affine: bool = False):
@@ -512,6 +519,42 @@ class FrozenBatchNorm(BatchNorm):
     def forward(self, x):
         self._check_input_dim(x)
         return self._eval_normalize(x)
+
+
+def check_freezable(norm_name: str, fraction) -> None:
+    """Refuse ``train.freeze_bn_at`` for a norm that :func:`freeze_batch_norms` cannot freeze."""
+    if not norm_class(norm_name).freezable:
+        ok = ", ".join(sorted(n for n, c in NORMS.items() if c.freezable))
+        raise ConfigError("train.freeze_bn_at", fraction, f"norm={norm_name} has no batch statistics that "
+                          f"population statistics could replace: use null, or one of norm={ok}")
+
+
+def _frozen_copy(layer: BatchNorm) -> FrozenBatchNorm:
+    frozen = FrozenBatchNorm(layer.num_features, eps=layer.eps, affine=layer.affine)
+    frozen.weight, frozen.bias = layer.weight, layer.bias  # the same Parameters: optimizer state carries on
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(frozen, name, getattr(layer, name))
+    return frozen.train(layer.training)
+
+
+def freeze_batch_norms(model: nn.Module) -> int:
+    """Swap every freezable BN layer of ``model`` (``Norm.freezable``) for a ``frozen_batch`` layer holding
+    its very parameters and buffers: from then on it normalizes with its running statistics in train mode
+    too, gamma and beta still trained (the state_dict's keys stay the same). Returns how many were swapped."""
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if isinstance(child, BatchNorm) and type(child).freezable]
+    for parent, name, child in swaps:
+        setattr(parent, name, _frozen_copy(child))
+    return len(swaps)
+
+
+@torch.no_grad()
+def freeze_with_precise_stats(model: nn.Module, batches) -> int:
+    """``train.freeze_bn_at``: population statistics of every BN layer from one pass over ``batches``
+    (:func:`recompute_running_stats`, the ``precise`` estimator), then :func:`freeze_batch_norms`."""
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    recompute_running_stats(model, batches, layers, "precise")
+    return freeze_batch_norms(model)
 
 
 @register("sync_batch")

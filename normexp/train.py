@@ -43,6 +43,7 @@ from normexp.config import (
     check_jobs,
     compose,
     expand_sweep,
+    freeze_bn_step,
     job_overrides,
     new_run_stamp,
     resolve_device,
@@ -54,7 +55,13 @@ from normexp.errors import ConfigError
 from normexp.identity import ABSENT, identity_changes
 from normexp.loggers import build_trackers
 from normexp.models import build_model
-from normexp.norms import NormSpec, population_batches, recompute_population_stats
+from normexp.norms import (
+    NormSpec,
+    freeze_batch_norms,
+    freeze_with_precise_stats,
+    population_batches,
+    recompute_population_stats,
+)
 from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunDirBusy, RunRecord
@@ -312,15 +319,20 @@ class Loop:
         self.started = time.perf_counter()
         self.overhead = 0.0  # seconds spent in evaluation, probes and checkpoints
         self.trained_steps = 0
+        self.freeze_bn_at = freeze_bn_step(cfg.train.get("freeze_bn_at"), steps)
+        self.bn_frozen = False
 
     def state_dict(self) -> dict:
         """The checkpoint. The data order needs nothing: it is a function of (seed, step)."""
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "probes": self.probes.state_dict(),
                 "window": self.window.state_dict(), "rng": rng_state(), "elapsed": self.wall_seconds,
-                "last_test": self.last_test, "metric_lines": self.record.lines_logged}
+                "last_test": self.last_test, "metric_lines": self.record.lines_logged,
+                "bn_frozen": self.bn_frozen}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("bn_frozen"):  # the same parameters and state_dict keys: the order does not matter
+            self.bn_frozen = bool(freeze_batch_norms(self.model))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -358,6 +370,8 @@ class Loop:
         log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
         ckpt_every, channels_last = int(cfg.train.checkpoint_every), bool(cfg.train.channels_last)
         for step in range(start, self.steps):
+            if step == self.freeze_bn_at:
+                self.freeze_bn()
             x, y = data.batch(step)
             x, y = distributed.shard(x), distributed.shard(y)
             if channels_last and x.dim() == 4:
@@ -391,6 +405,16 @@ class Loop:
             if ckpt_every and done % ckpt_every == 0 and done < self.steps:
                 self.save_checkpoint()
         return self.summary("completed")
+
+    def freeze_bn(self) -> None:
+        """``train.freeze_bn_at``: PreciseBN statistics over ``train.freeze_bn_images`` clean training images
+        in whole training batches (as one process's layers see them), then every BN layer frozen with them
+        to the end of the run; the optimizer and the schedule go on as they were."""
+        t0 = time.perf_counter()
+        b = self.data.batch_size // distributed.world_size()
+        images = self.data.clean_train_batches(int(self.cfg.train.freeze_bn_images), b)
+        self.bn_frozen = bool(freeze_with_precise_stats(self.model, (x for x, _ in images if len(x) == b)))
+        self.overhead += time.perf_counter() - t0
 
     def log_train(self) -> tuple[dict, int | None]:
         """Log the window's training loss (and accuracy); return them and its first bad step, if any."""

@@ -8,11 +8,11 @@ import copy
 import math
 from functools import lru_cache
 
+from normexp.evaluation import evaluate, statistics_layers
 from omegaconf import OmegaConf
 
 from normexp.claims import Cell
 from normexp.claims.regime import check_regime
-from normexp.evaluation import Evaluator, evaluate, statistics_layers
 from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats
 from normexp.reproduce.spec import EXPERIMENTS_DIR, import_folder_module
@@ -39,27 +39,16 @@ def error(acc: float | None) -> float:
     return math.nan if acc is None else 100.0 * (1.0 - float(acc))
 
 
-@lru_cache(maxsize=512)
-def final_values(run_dir: str, modes: tuple[str, ...], precise_images: int, clean_images: int) -> dict:
-    """A finished run's test set and fixed clean training set (``clean_images``) in each BN evaluation mode
-    of ``modes`` (normexp/evaluation.py): ``{"test": {"acc": .., "acc_precise": .., "acc_batch": ..}, ...}``.
+def modes_overrides(ctx, modes: tuple[str, ...]) -> tuple[str, ...]:
+    """The run evaluates itself in these BN modes (normexp/evaluation.py) at every evaluation and at the end
+    on the fixed clean training set: ``test_acc_precise``, ``train_clean_acc_batch``, ... in its summary.
     PreciseBN and batch statistics use the run's SGD batch (slices of its normalization batch)."""
-    run = load_run(run_dir)
-    train = OmegaConf.create({"eval_modes": list(modes), "precise_images": precise_images,
-                              "precise_batch": run.batch_size, "eval_batch_stats": run.batch_size})
-    evaluator = Evaluator(train, run.data, run.loss_fn, run.classify)
-    sets = {"test": run.data.test_batches,
-            "train": lambda b: run.data.clean_train_batches(clean_images, b)}
-    return evaluator(run.model, sets)
+    return (f"train.eval_modes=[{','.join(modes)}]", f"train.precise_images={ctx.params['precise_images']}")
 
 
-def mode_error(ctx, name: str, split: str, key: str, label: str, modes=("running", "precise", "batch")
-               ) -> Cell:
-    """Per seed, the error (%) of ``split``'s ``key`` (``acc``, ``acc_precise``, ``acc_batch``)."""
-    p = ctx.params
-    return ctx.runs.cell(name, lambda row: error(final_values(
-        str(row["run_dir"]), tuple(modes), int(p["precise_images"]), int(p["clean_train_images"]))[split]
-        .get(key)), label)
+def summary_error(ctx, name: str, key: str, label: str) -> Cell:
+    """Per seed, the error (%) of a summary accuracy (``test_acc``, ``test_acc_precise``, ...)."""
+    return ctx.runs.cell(name, lambda row: error(row.get(key)), label)
 
 
 @lru_cache(maxsize=1024)

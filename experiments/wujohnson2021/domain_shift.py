@@ -41,7 +41,8 @@ def check_wj4(ctx) -> Verdict:
     at least 2 points, beyond the spread."""
     k = int(ctx.params["judged_images"])
     gain = ctx.runs.cell("bn_n32", lambda row: _gain(ctx, row),
-                         f"BN: source minus recomputed ({k} images) error, mean over {', '.join(ctx.params['judged'])}")
+                         f"BN: source minus recomputed ({k} images) error, mean over "
+                         + ", ".join(ctx.params["judged"]))
     outcome = compare(gain, ">=", 2.0, fmt="{:.2f}")
     parts = []
     for c in ctx.params["judged"]:

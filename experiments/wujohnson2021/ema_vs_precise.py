@@ -10,22 +10,21 @@ from functools import lru_cache
 
 import pandas as pd
 import torch
+from normexp.evaluation import evaluate, statistics_layers
 
 from normexp.claims import Verdict, compare
-from normexp.evaluation import evaluate, statistics_layers
 from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats
 from normexp.plots import figure, seed_band
 
-from .common import bn_cell, error, regime_beside, wuhe
+from .common import bn_cell, error, modes_overrides, regime_beside, wuhe
 
 CELL = "bn_b64_sgd1024"
 
 
 def wj1_cells(ctx) -> list[dict]:
     p = ctx.params
-    extra = ("train.eval_modes=[running,precise]", f"train.precise_images={p['precise_images']}",
-             f"schedule.warmup_steps={p['warmup']}")
+    extra = (*modes_overrides(ctx, ("running", "precise")), f"schedule.warmup_steps={p['warmup']}")
     return [bn_cell(ctx, int(p["norm_batch"]), int(p["sgd_batch"]), extra, CELL)]
 
 
@@ -52,13 +51,13 @@ def check_wj1(ctx) -> Verdict:
                           "EMA minus PreciseBN error at the end (points)")
     outcome = compare(gap, ">", 0.0, fmt="{:.2f}")
     num = lambda c: f"{c.mean:.2f} (spread {c.spread:.2f})" if c.values else c.state
-    sentence = (f"EMA minus PreciseBN test error over the evaluations at 5-80% of the run: {num(gap)} points; "
-                f"at the end {num(final)}")
+    sentence = (f"EMA minus PreciseBN test error over the evaluations at 5-80% of the run: {num(gap)} "
+                f"points; at the end {num(final)}")
     return regime_beside(ctx, Verdict.from_outcomes("WJ-1", [outcome], [gap, final], sentence), [CELL])
 
 
 def ema_vs_precise_by_eval(ctx) -> pd.DataFrame:
-    """Per evaluation step: the test error (%) with EMA and with PreciseBN (seed mean) and their difference."""
+    """Per evaluation step: the test error (%) with EMA and with PreciseBN (seed mean), their difference."""
     c = ctx.runs.curves
     if c.empty or "acc_precise" not in c:
         return pd.DataFrame([{"note": "no PreciseBN evaluations recorded"}])
@@ -76,7 +75,8 @@ def fig2_ema_vs_precise(ctx):
     ax = axes[0, 0]
     curves = ctx.runs.curves
     if len(curves) and "acc_precise" in curves:
-        ctx.runs.curves = curves.assign(err=100 * (1 - curves["acc"]), err_precise=100 * (1 - curves["acc_precise"]))
+        ctx.runs.curves = curves.assign(err=100 * (1 - curves["acc"]),
+                                        err_precise=100 * (1 - curves["acc_precise"]))
         seed_band(ax, ctx.runs, CELL, "err", label="EMA statistics")
         seed_band(ax, ctx.runs, CELL, "err_precise", label="PreciseBN")
         ctx.runs.curves = curves
@@ -111,7 +111,8 @@ def _precise_by_samples(run_dir: str, counts: tuple[int, ...], batches: tuple[in
             recompute_running_stats(model, batches_, statistics_layers(model), "precise")
         return test_error(model)
 
-    rows = [{"statistics": "EMA (as trained)", "images": None, "batch": None, "test error %": test_error(run.model)}]
+    rows = [{"statistics": "EMA (as trained)", "images": None, "batch": None,
+             "test error %": test_error(run.model)}]
     rows += [{"statistics": "PreciseBN", "images": k, "batch": b, "test error %": recomputed(k, b, "precise")}
              for b in batches for k in counts]
     rows += [{"statistics": "torch update_bn", "images": k, "batch": max(batches),
@@ -122,7 +123,8 @@ def _precise_by_samples(run_dir: str, counts: tuple[int, ...], batches: tuple[in
 def precise_by_samples(ctx) -> pd.DataFrame:
     """Seed 0's final model (the run keeps no mid-run weights): the test error with EMA statistics, with
     PreciseBN recomputed on K clean training images in batches of 2 and 32 (each batch one normalization
-    batch), and with ``torch.optim.swa_utils.update_bn`` (which averages batch variances) on the same images."""
+    batch), and with ``torch.optim.swa_utils.update_bn`` (which averages batch variances) on the same
+    images."""
     dirs = wuhe.completed_run_dirs(ctx.runs, CELL)
     if not dirs:
         return pd.DataFrame([{"note": f"no finished {CELL} run with model.pt"}])

@@ -7,7 +7,7 @@ import pandas as pd
 
 from normexp.claims import Verdict, compare, paired_difference
 
-from .common import bn_cell, error, final_values, norm_cell, regime_beside
+from .common import bn_cell, error, modes_overrides, norm_cell, regime_beside
 
 CELLS = {"bn_iid": "BN, i.i.d.", "bn_grouped": "BN, class-grouped", "gn_iid": "GN, i.i.d.",
          "gn_grouped": "GN, class-grouped"}
@@ -17,16 +17,15 @@ def wj5_cells(ctx) -> list[dict]:
     p = ctx.params
     batch = int(p["sgd_batch"])
     grouped = ("data.sampler=class_grouped", f"data.classes_per_batch={p['classes_per_batch']}")
-    return [bn_cell(ctx, batch, batch, name="bn_iid"), bn_cell(ctx, batch, batch, grouped, "bn_grouped"),
+    precise = modes_overrides(ctx, ("running", "precise"))
+    return [bn_cell(ctx, batch, batch, precise, "bn_iid"), bn_cell(ctx, batch, batch, (*precise, *grouped),
+                                                                  "bn_grouped"),
             norm_cell(ctx, "gn", batch, name="gn_iid"), norm_cell(ctx, "gn", batch, grouped, "gn_grouped")]
 
 
 def _error(ctx, row) -> float:
     """Test error (%): BN with PreciseBN (i.i.d. clean training batches of the SGD batch), GN as trained."""
-    p = ctx.params
-    values = final_values(str(row["run_dir"]), ("running", "precise"), int(p["precise_images"]),
-                          int(p["clean_train_images"]))
-    return error(values["test"]["acc_precise"])
+    return error(row.get("test_acc_precise" if str(row["cell"]).startswith("bn") else "test_acc"))
 
 
 def check_wj5(ctx) -> Verdict:

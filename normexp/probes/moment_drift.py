@@ -17,7 +17,7 @@ from statistics import median
 import torch
 
 from normexp.errors import check_choice
-from normexp.probes import Probe, register
+from normexp.probes.base import Probe, register
 from normexp.probes.layers import blocks, capture, select, unit_columns
 
 MODES = ("train", "eval")

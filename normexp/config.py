@@ -22,6 +22,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.checks import flag, integer, is_int, is_number, list_of, number, one_of, text
@@ -348,8 +353,6 @@ def _hydra_error_to_config_error(error: Exception, overrides: list[str]) -> Conf
 
 def _parse(overrides: list[str]):
     """Hydra's parse of each override; a syntax error names the override that has it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser  # lazy: hydra
-
     parser = OverridesParser.create()
     parsed = []
     for item in overrides:
@@ -383,10 +386,6 @@ def check_group_choices(job: list[str]) -> None:
 
 def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """The config a job with these overrides gets (Hydra's compose API), errors as ConfigError."""
-    from hydra import compose as hydra_compose  # lazy: hydra
-    from hydra import initialize_config_dir  # lazy: hydra
-    from hydra.core.global_hydra import GlobalHydra  # lazy: hydra
-
     for o in _parse(overrides):
         if o.is_sweep_override():
             raise ConfigError(o.get_key_element(), o.input_line.partition("=")[2],
@@ -408,8 +407,6 @@ def compose_jobs(jobs: list[list[str]]):
     """Each job's config, as ``compose`` gives it, one at a time. Jobs that choose the same config groups
     share one composition; each job's other overrides are applied to a copy the way Hydra applies them
     (after the groups, in order). A composition takes ~0.1 s, which a sweep of hundreds of jobs feels."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl  # lazy: hydra
-
     groups, bases = set(config_groups()), {}
     for job in jobs:
         chosen = tuple(o for o in job if o.lstrip("+~").partition("=")[0] in groups)

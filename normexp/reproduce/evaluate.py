@@ -70,7 +70,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
             return "" if math.isnan(x) else f"{x:.4g}"
         return str(x).replace("|", "\\|").replace("\n", " ")
 
-    line = lambda row: "| " + " | ".join(text(x) for x in row) + " |"  # noqa: E731
+    line = lambda row: "| " + " | ".join(text(x) for x in row) + " |"
     return "\n".join([line(frame.columns), "| " + " | ".join("---" for _ in frame.columns) + " |",
                       *(line(row) for row in frame.itertuples(index=False))])
 

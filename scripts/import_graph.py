@@ -144,37 +144,49 @@ def back_up_edges(internal: list[Import], edges, root: str, packages: set[str]) 
     return found
 
 
-def report(package: Path) -> None:
-    root = package.name
+@dataclass
+class Graph:
+    modules: dict[str, Path]
+    imports: list[Import]  # every import statement's targets, third-party ones by their top-level name
+    internal: list[Import]  # those of the package's own modules
+    circles: list[list[str]]
+    back_up: list[Import]
+
+
+def analyse(package: Path) -> Graph:
     modules, imports = read_imports(package)
     internal = [i for i in imports if i.target in modules and i.target != i.source]
     edges = defaultdict(set)
     for imp in internal:
         edges[imp.source].add(imp.target)
+    packages = {m for m, path in modules.items() if path.name == "__init__.py" and m.count(".") == 1}
+    return Graph(modules, imports, internal, circles(modules, edges),
+                 back_up_edges(internal, edges, package.name, packages))
+
+
+def report(package: Path) -> None:
+    graph = analyse(package)
     kinds = defaultdict(set)
-    for imp in internal:
+    for imp in graph.internal:
         kinds[imp.source, imp.target].add("local" if imp.local else "module")
     kind_counts = Counter("both" if len(k) == 2 else next(iter(k)) for k in kinds.values())
-    print(f"modules: {len(modules)}")
+    print(f"modules: {len(graph.modules)}")
     print(f"edges: {len(kinds)} (module-level only {kind_counts['module']}, function-local only "
           f"{kind_counts['local']}, both {kind_counts['both']})")
-    found = circles(modules, edges)
-    print(f"circles: {len(found)}")
-    for component in found:
+    print(f"circles: {len(graph.circles)}")
+    for component in graph.circles:
         print("  " + " <-> ".join(component))
-    local = [i for i in imports if i.local]
-    for label, chosen in ((f"{root}.*", [i for i in local if i in internal]),
-                          ("other", [i for i in local if i not in internal])):
+    local = [i for i in graph.imports if i.local]
+    for label, chosen in ((f"{package.name}.*", [i for i in local if i in graph.internal]),
+                          ("other", [i for i in local if i not in graph.internal])):
         reasons = Counter(i.reason or "(no reason)" for i in chosen)
         print(f"function-local imports of {label}: {len(chosen)} "
               f"({', '.join(f'{r}: {n}' for r, n in sorted(reasons.items()))})")
         for imp in chosen:
             reason = f"  [lazy: {imp.reason}]" if imp.reason else ""
             print(f"  {imp.source}:{imp.line} -> {imp.target}{reason}")
-    packages = {m for m, path in modules.items() if path.name == "__init__.py" and m.count(".") == 1}
-    back_up = back_up_edges(internal, edges, root, packages)
-    print(f"imports back up a layer: {len(back_up)}")
-    for imp in back_up:
+    print(f"imports back up a layer: {len(graph.back_up)}")
+    for imp in graph.back_up:
         kind = "function-local" if imp.local else "module-level"
         print(f"  {imp.source}:{imp.line} -> {imp.target} ({kind})")
 

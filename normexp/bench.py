@@ -58,10 +58,17 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from normexp.config import compose
-from normexp.data import build_data
+from normexp.data import TensorData, build_data
+from normexp.fold import fold_batch_norms
+from normexp.landscape.curvature import HessianOperator, top_eigenvalues
+from normexp.landscape.directions import random_direction
+from normexp.landscape.hvp import power_iteration
+from normexp.landscape.run import fixed_subset, load_run
+from normexp.landscape.surface import PointEvaluator, SurfaceSpec, compute_surface
 from normexp.models import build_model
 from normexp.norms import NormSpec
 from normexp.optim import build_optimizer
+from normexp.probes import ProbeSet
 from normexp.train import configure_torch, make_loss, run, seed_everything
 
 QUIET = ["device=cpu", "train.progress=false", "logger=local", "probes=none"]
@@ -137,8 +144,6 @@ def bare_loop(cfg):
 
 def run_calling_before_each_batch(cfg, run_dir: Path, before) -> None:
     """Run the harness, calling ``before(i)`` each time it fetches its training batch ``i``."""
-    from normexp.data import TensorData
-
     fetch = TensorData.batch
 
     def hooked(self, i: int):
@@ -183,8 +188,6 @@ def bench_overhead(repeats: int, threads: int) -> list[tuple]:
 
 def probe_costs(cfg, calls: int) -> list[tuple[str, float]]:
     """(probe, median cost of a call in units of a training step timed alternately with its calls)."""
-    from normexp.probes import ProbeSet
-
     data, model, optimizer = built(cfg)
     loss_fn, batch, steps = make_loss(data.info.task), [], iter(range(10**9))
 
@@ -349,8 +352,6 @@ def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
 def bench_fold(repeats: int, batch: int = 256) -> list[tuple]:
     from torch.utils.benchmark import Timer
 
-    from normexp.fold import fold_batch_norms
-
     rows = []
     for name, shape, extra in [
         ("vgg_small", (1, 28, 28), []),
@@ -379,10 +380,6 @@ def bench_fold(repeats: int, batch: int = 256) -> list[tuple]:
 
 def _vgg_evaluator(subset: int = 1000):
     """A surface evaluator of the small VGG (BN, eval mode) on mnist5k subsets, and its (x, y) batches."""
-    from normexp.landscape.directions import random_direction
-    from normexp.landscape.run import fixed_subset
-    from normexp.landscape.surface import PointEvaluator
-
     cfg = compose(["model=vgg_small", "norm=batch"])
     data, model, _ = built(cfg)
     with torch.no_grad():  # running statistics of real data, so eval-mode BN is not the identity
@@ -397,8 +394,6 @@ def _vgg_evaluator(subset: int = 1000):
 
 
 def _trained_mlp(norm: str, folder: Path):
-    from normexp.landscape.run import load_run
-
     cfg = compose([*QUIET, "model=mlp", f"norm={norm}", "train.steps=500", "train.eval_every=0",
                    "train.save_final=true", "optim.lr=0.1"])
     run(cfg, folder)
@@ -407,10 +402,6 @@ def _trained_mlp(norm: str, folder: Path):
 
 def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
     from joblib import Parallel, delayed
-
-    from normexp.landscape.curvature import HessianOperator, top_eigenvalues
-    from normexp.landscape.hvp import power_iteration
-    from normexp.landscape.surface import SurfaceSpec, compute_surface
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

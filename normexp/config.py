@@ -16,16 +16,36 @@ import inspect
 import itertools
 import math
 import os
+import re
 import time
 import uuid
 import warnings
 from pathlib import Path
 
 import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from normexp.data import CORRUPTIONS, SAMPLERS, check_corruption, check_normalize
+from normexp.checks import flag, integer, is_int, is_number, list_of, number, one_of, steps_or_fraction, text
+from normexp.data import (
+    CORRUPTIONS,
+    SAMPLERS,
+    SOURCES,
+    check_available,
+    check_corruption,
+    check_normalize,
+    data_info,
+)
 from normexp.errors import ConfigError, check_choice, choices
+from normexp.loggers import LOGGERS
+from normexp.models import MODELS, build_model
+from normexp.norms import NormSpec, norm_class
+from normexp.optim import check_schedule
+from normexp.probes import ProbeSet
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,87 +82,6 @@ def declared_keys(group: str, name: str) -> tuple[str, ...]:
         if node.get("name") == name:
             keys.update(dict.fromkeys(node.keys()))
     return tuple(keys)
-
-
-# ---------------------------------------------------------------- value checks: (key, value) -> None
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
-
-
-def _bounds(low, high, strict) -> str:
-    text = "" if low is None else f" {'>' if strict else '>='} {low}"
-    return text + ("" if high is None else f"{' and' if text else ''} {'<' if strict else '<='} {high}")
-
-
-def _in_range(v, low, high, strict) -> bool:
-    """``strict``: the bounds themselves are out of range."""
-    above = low is None or (v > low if strict else v >= low)
-    return above and (high is None or (v < high if strict else v <= high))
-
-
-def integer(low=None, high=None, optional=False, exact=False):
-    """An integer (``exact=False`` also takes 1e4 and 2.0: Hydra reads those as floats; the code casts)."""
-    def check(key, v):
-        if v is None and optional:
-            return
-        whole = _is_int(v) or (not exact and _is_number(v) and math.isfinite(v) and float(v).is_integer())
-        if not (whole and _in_range(v, low, high, False)):
-            or_null = " or null" if optional else ""
-            raise ConfigError(key, v, f"must be an integer{_bounds(low, high, False)}{or_null}")
-    return check
-
-
-def number(low=None, high=None, strict=False, optional=False, finite=True):
-    def check(key, v):
-        if v is None and optional:
-            return
-        if not (_is_number(v) and (math.isfinite(v) or not finite) and _in_range(v, low, high, strict)):
-            or_null = " or null" if optional else ""
-            raise ConfigError(key, v, f"must be a number{_bounds(low, high, strict)}{or_null}")
-    return check
-
-
-def flag(optional=False):
-    def check(key, v):
-        if not (isinstance(v, bool) or (v is None and optional)):
-            raise ConfigError(key, v, "choose one of: true, false" + (", null" if optional else ""))
-    return check
-
-
-def one_of(*allowed):
-    def check(key, v):
-        check_choice(key, v, allowed)
-    return check
-
-
-def text(optional=False):
-    def check(key, v):
-        if not (isinstance(v, str) and v or (v is None and optional)):
-            raise ConfigError(key, v, "must be a non-empty string" + (" or null" if optional else ""))
-    return check
-
-
-def steps_or_fraction(key, v):
-    """A number of steps (an integer >= 0) or a fraction of the run's steps in (0, 1)."""
-    if _is_number(v) and 0 < v < 1:
-        return
-    whole = _is_int(v) or (_is_number(v) and math.isfinite(v) and float(v).is_integer())
-    if not (whole and v >= 0):
-        raise ConfigError(key, v, "must be an integer >= 0 (steps) or a fraction of the run in (0, 1)")
-
-
-def list_of(item_check, what: str):
-    def check(key, v):
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(key, v, f"must be a list of {what}")
-        for i, item in enumerate(v):
-            item_check(f"{key}[{i}]", item)
-    return check
 
 
 # Keys of the fixed sections (top level, train, data, schedule, logger). A key in REQUIRED must be present;
@@ -238,7 +177,7 @@ def _check_option_types(section: str, options: dict, params) -> None:
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(where, value, f"must be a list; each item {want}")
             for i, item in enumerate(value):
-                ok = (_is_number(item) and item >= 0) if floats else (_is_int(item) and item >= 1)
+                ok = (is_number(item) and item >= 0) if floats else (is_int(item) and item >= 1)
                 if not (ok or names and isinstance(item, str) and item):
                     raise ConfigError(f"{where}[{i}]", item, f"must be {want}")
         elif "bool" in ann:
@@ -337,13 +276,6 @@ def _check_optimizer(cfg) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check every key a run reads; raise ConfigError on the first bad one. Cheap: the model is built and
     run once on the meta device (no memory, no compute) and no data is loaded, only its presence checked."""
-    from normexp.data import check_available, data_info
-    from normexp.loggers import LOGGERS
-    from normexp.models import MODELS, build_model
-    from normexp.norms import NormSpec, norm_class
-    from normexp.optim import check_schedule
-    from normexp.probes import ProbeSet
-
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # noqa: BLE001 - an interpolation that does not resolve
@@ -355,7 +287,7 @@ def validate(cfg: DictConfig) -> None:
     name_checks = {  # each the check its registry's own code makes
         "model.name": lambda v: check_choice("model.name", v, MODELS),
         "norm.name": norm_class,
-        "data.name": lambda v: check_choice("data.name", v, _data_sources()),
+        "data.name": lambda v: check_choice("data.name", v, SOURCES),
         "schedule.name": check_schedule,
         "logger.name": lambda v: check_choice("logger.name", v, LOGGERS),
     }
@@ -385,7 +317,7 @@ def validate(cfg: DictConfig) -> None:
                         inspect.signature(norm_class(cfg.norm.name).__init__).parameters)
     norm = NormSpec.from_config(cfg.norm)
     norm.check_batch(_check_processes(cfg, batch, norm))
-    model = _check_model_runs(cfg, norm, info, batch, build_model)
+    model = _check_model_runs(cfg, norm, info, batch)
     ProbeSet.check_config(cfg.get("probes"), model)
 
 
@@ -438,26 +370,20 @@ def _check_processes(cfg, batch: int, norm) -> int:
     return batch if norm.cls.syncs_across_processes else batch // world
 
 
-def _data_sources():
-    from normexp.data import SOURCES
-
-    return SOURCES
-
-
-def _check_model_runs(cfg, norm, info, batch: int, build_model):
+def _check_model_runs(cfg, norm, info, batch: int):
     """Build the model and run one training batch through it on the meta device (shapes only); return it.
     Jobs of a sweep that differ in other keys (seeds, learning rates) share one check."""
     key = repr((OmegaConf.to_container(cfg.model, resolve=True), norm, tuple(info.in_shape), info.num_classes,
                 batch))
     if key not in _CHECKED_MODELS:
-        _CHECKED_MODELS[key] = _build_and_run_on_meta(cfg, norm, info, batch, build_model)
+        _CHECKED_MODELS[key] = _build_and_run_on_meta(cfg, norm, info, batch)
     return _CHECKED_MODELS[key]
 
 
 _CHECKED_MODELS: dict = {}
 
 
-def _build_and_run_on_meta(cfg, norm, info, batch: int, build_model):
+def _build_and_run_on_meta(cfg, norm, info, batch: int):
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zero-size layers warn; the forward pass says what is wrong
@@ -474,8 +400,6 @@ def _build_and_run_on_meta(cfg, norm, info, batch: int, build_model):
 # ---------------------------------------------------------------- command lines
 
 def _hydra_error_to_config_error(error: Exception, overrides: list[str]) -> ConfigError:
-    import re
-
     message = _first_line(error)
     m = re.search(r"override '([^']+)'", message) or re.search(r"[Kk]ey '([^']+)'", message)
     keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
@@ -492,8 +416,6 @@ def _hydra_error_to_config_error(error: Exception, overrides: list[str]) -> Conf
 
 def _parse(overrides: list[str]):
     """Hydra's parse of each override; a syntax error names the override that has it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     parsed = []
     for item in overrides:
@@ -527,10 +449,6 @@ def check_group_choices(job: list[str]) -> None:
 
 def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """The config a job with these overrides gets (Hydra's compose API), errors as ConfigError."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     for o in _parse(overrides):
         if o.is_sweep_override():
             raise ConfigError(o.get_key_element(), o.input_line.partition("=")[2],
@@ -552,8 +470,6 @@ def compose_jobs(jobs: list[list[str]]):
     """Each job's config, as ``compose`` gives it, one at a time. Jobs that choose the same config groups
     share one composition; each job's other overrides are applied to a copy the way Hydra applies them
     (after the groups, in order). A composition takes ~0.1 s, which a sweep of hundreds of jobs feels."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
     groups, bases = set(config_groups()), {}
     for job in jobs:
         chosen = tuple(o for o in job if o.lstrip("+~").partition("=")[0] in groups)

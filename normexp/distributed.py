@@ -19,7 +19,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from omegaconf import OmegaConf
+
+from normexp.records import SUMMARY, read_json
 
 
 def active() -> bool:
@@ -85,7 +88,7 @@ def _free_port() -> int:
 
 
 def _worker(local_rank: int, world: int, port: int, config_yaml: str, run_dir: str, choices, overrides):
-    from normexp.train import run
+    from normexp.train import run  # lazy: circle (train.run calls launch; see the report of issue 26)
 
     cuda = torch.cuda.is_available() and OmegaConf.create(config_yaml).device != "cpu"
     if cuda:
@@ -103,10 +106,6 @@ def _worker(local_rank: int, world: int, port: int, config_yaml: str, run_dir: s
 
 def launch(cfg, run_dir: Path, choices=None, overrides=None) -> dict:
     """Run ``cfg`` in ``train.world_size`` processes; return process 0's summary."""
-    import torch.multiprocessing as mp
-
-    from normexp.records import SUMMARY, read_json
-
     world = int(cfg.train.world_size)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     mp.spawn(_worker, nprocs=world, join=True,

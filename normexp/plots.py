@@ -6,6 +6,9 @@ experiments' plot hooks compose them into the papers' panels.
 
 from __future__ import annotations
 
+import argparse
+import shlex
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from normexp.errors import ConfigError, choices  # noqa: E402
+from normexp.results import aggregate, group_keys, load_metrics, load_runs, swept_columns  # noqa: E402
 
 DIVERGED_MARKER = {"marker": "x", "s": 40, "linewidths": 1.5, "zorder": 5}
 
@@ -121,9 +127,6 @@ def _numeric(values: pd.Series) -> pd.Series | None:
 def default_axes(table: pd.DataFrame, x: str | None, hue: str | None) -> tuple[str, str | None]:
     """What the sweep swept: ``x`` defaults to a numeric swept key (a batch size or lr first), ``hue`` to the
     next swept key."""
-    from normexp.errors import ConfigError
-    from normexp.results import swept_columns
-
     swept = [k for k in swept_columns(table) if k != "seed" and k not in (x, hue)]
     if x is None:
         numeric = [k for k in swept if _numeric(table[k]) is not None]
@@ -140,8 +143,6 @@ def default_axes(table: pd.DataFrame, x: str | None, hue: str | None) -> tuple[s
 def sweep_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
     """``y`` (seed mean, min-max band over completed runs) against ``x``, one line per value of ``hue``; an x
     at the top where runs diverged. Log2 axis for positive numbers spanning more than 4x."""
-    from normexp.results import aggregate
-
     agg = aggregate(table, [k for k in (hue, x) if k], [y], stats=("mean", "min", "max"))
     numbers = _numeric(agg[x])
     order = list(dict.fromkeys(agg[x]))
@@ -171,8 +172,7 @@ def sweep_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
 def curves_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
     """``y`` against steps, one panel per value of ``x``, one line per value of ``hue`` (seed mean and min-max
     band, diverged runs dotted with an x where they stopped)."""
-    from normexp.claims import Runs
-    from normexp.results import load_metrics
+    from normexp.claims import Runs  # lazy: torch
 
     split, column = METRIC_CURVES[y]
     label = table[hue].map(lambda v: f"{hue}={v}") if hue else pd.Series(y, index=table.index)
@@ -194,8 +194,6 @@ def curves_figure(table: pd.DataFrame, x: str, hue: str | None, y: str):
 
 
 def plot_args(argv=None):
-    import argparse
-
     p = argparse.ArgumentParser(prog="normexp-plot", description="Figures of a sweep: a final metric against "
                                 "one swept key, one line per value of another; its curves vs steps")
     p.add_argument("dir", type=Path, help="a multirun sweep dir or any folder of runs")
@@ -209,12 +207,6 @@ def plot_args(argv=None):
 
 
 def plot_main(argv=None) -> list[Path]:
-    import shlex
-    import sys
-
-    from normexp.errors import ConfigError, choices
-    from normexp.results import group_keys, load_runs
-
     args = plot_args(argv)
     command = "normexp-plot " + " ".join(map(shlex.quote, sys.argv[1:] if argv is None else argv))
     if not args.dir.exists():
@@ -235,10 +227,6 @@ def plot_main(argv=None) -> list[Path]:
 
 
 def cli(argv=None) -> None:
-    import sys
-
-    from normexp.errors import ConfigError
-
     try:
         for path in plot_main(argv):
             print(f"wrote {path}")

@@ -19,6 +19,7 @@ import sys
 from hydra.experimental.callback import Callback
 
 from normexp import warm_server
+from normexp.config import compose, expand_sweep, job_overrides
 
 PRELOAD = ["normexp.train", "torch._dynamo"]
 
@@ -44,8 +45,6 @@ def use_warm_workers(also: tuple[str, ...] = ()) -> bool:
 def start_warm_workers_early(overrides: list[str]) -> None:
     """If the sweep's launcher asks for warm workers (``launcher=parallel``), start their server before the
     command checks every job, so the server's imports overlap those checks instead of following them."""
-    from normexp.config import compose, expand_sweep, job_overrides
-
     first_job = expand_sweep(job_overrides(overrides))[0]
     callbacks = compose(first_job, return_hydra_config=True).hydra.get("callbacks") or {}
     if any(c.get("_target_") == f"{__name__}.{WarmWorkers.__name__}" for c in callbacks.values()):

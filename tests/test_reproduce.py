@@ -74,7 +74,7 @@ def test_every_experiment_writes_runs_figures_claims_and_report(smoke):
 def test_second_invocation_runs_nothing_and_an_interrupted_run_is_redone_alone(smoke, monkeypatch):
     calls = []
     real = execute.train_one
-    counted = lambda cfg, run_dir, *a: calls.append(run_dir) or real(cfg, run_dir, *a)  # noqa: E731
+    counted = lambda cfg, run_dir, *a: calls.append(run_dir) or real(cfg, run_dir, *a)
     monkeypatch.setattr(execute, "train_one", counted)
     # the landscape section's surfaces and spectra are read back from the run dirs, not computed again
     from normexp.landscape import curvature, surface

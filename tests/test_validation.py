@@ -217,7 +217,7 @@ def test_random_override_lists_give_a_valid_config_or_one_clear_line(items, swee
     except ConfigError as error:
         message = str(error)
         assert message.isprintable() and " is not valid: " in message and error.allowed  # one line
-        root = lambda key: key.lstrip("+~").split("=", 1)[0].split(".")[0].split("[")[0]  # noqa: E731
+        root = lambda key: key.lstrip("+~").split("=", 1)[0].split(".")[0].split("[")[0]
         assert root(error.key) in {*SECTIONS, *GROUPS, *map(root, [*items, sweep or ""])}, message
 
 

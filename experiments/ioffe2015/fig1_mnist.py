@@ -33,7 +33,7 @@ def check_is1(ctx) -> Verdict:
     runs = ctx.runs
     steps = runs.final_steps()
     at = int(round(0.2 * steps))
-    acc_at = lambda row: value_at(runs.curve(row["cell"], row["seed"]), at)  # noqa: E731
+    acc_at = lambda row: value_at(runs.curve(row["cell"], row["seed"]), at)
     bn20, nobn20 = runs.cell("bn", acc_at, f"BN acc@{at}"), runs.cell("nobn", acc_at, f"no-BN acc@{at}")
     nobn_final = runs.cell("nobn", "test_acc", "no-BN final acc")
     outcomes = [compare(bn20, ">=", nobn20)]
@@ -51,7 +51,7 @@ def check_is1(ctx) -> Verdict:
     else:
         outcomes.append(Outcome(INCONCLUSIVE, f"{nobn_final.describe()}: no target for BN to reach",
                                 missing=nobn_final.state == "missing"))
-    acc = lambda c: f"{c.mean:.3f}" if c.values else c.state  # noqa: E731
+    acc = lambda c: f"{c.mean:.3f}" if c.values else c.state
     reached = (f"BN reached no-BN's final {nobn_final.mean:.3f} at step {_mean_text(cells[-1])} of {steps}"
                if nobn_final.state == "trained" else f"no-BN final: {nobn_final.state}")
     sentence = f"acc at step {at}: BN {acc(bn20)} vs no-BN {acc(nobn20)}; {reached}"

@@ -52,7 +52,7 @@ def check_st1(ctx) -> Verdict:
         outcomes.append(outcome), cells.extend(used)
     outcome, used = loses_more(runs)
     outcomes.append(outcome), cells.extend(used)
-    acc = lambda c: f"{c.mean:.3f}" if c.values else c.state  # noqa: E731
+    acc = lambda c: f"{c.mean:.3f}" if c.values else c.state
     sentence = (f"train acc at 25%: lr 0.1 BN {acc(cells[0])} vs Standard {acc(cells[1])}, lr 0.5 BN "
                 f"{acc(cells[2])} vs Standard {acc(cells[3])}; drop 0.1->0.5: Standard {acc(cells[4])}, "
                 f"BN {acc(cells[5])} ({outcome.text})")

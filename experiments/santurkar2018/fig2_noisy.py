@@ -36,7 +36,7 @@ def check_st2(ctx) -> Verdict:
     noisy_var, std_var = drift(runs, "noisy_bn", "var"), drift(runs, "std", "var")
     outcomes = [compare(noisy, ">", std), compare(noisy, ">=", bn, offset=-0.03),
                 compare(noisy_mean, ">", std_mean), compare(noisy_var, ">", std_var)]
-    num = lambda c: f"{c.mean:.3g}" if c.values else c.state  # noqa: E731
+    num = lambda c: f"{c.mean:.3g}" if c.values else c.state
     sentence = (f"final train acc: noisy BN {num(noisy)}, BN {num(bn)}, Standard {num(std)}; median moment "
                 f"drift (mean / var): noisy BN {num(noisy_mean)} / {num(noisy_var)}, "
                 f"Standard {num(std_mean)} / {num(std_var)}")

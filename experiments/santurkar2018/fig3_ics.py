@@ -27,7 +27,7 @@ def check_st3(ctx) -> Verdict:
     faster, acc_cells = faster_at_25(runs, "0.1")
     outcomes = [compare(dln_bn, "<", dln_std), compare(loss_bn, "<", loss_std),
                 compare(vgg_bn, "<=", vgg_std, offset=0.05), faster]
-    num = lambda c, f="{:.3g}": f.format(c.mean) if c.values else c.state  # noqa: E731
+    num = lambda c, f="{:.3g}": f.format(c.mean) if c.values else c.state
     sentence = (f"DLN: median cos BN {num(dln_bn)} vs Standard {num(dln_std)}, final loss BN {num(loss_bn)} "
                 f"vs Standard {num(loss_std)}; VGG: median cos BN {num(vgg_bn)} vs Standard {num(vgg_std)}, "
                 f"train acc@25% BN {num(acc_cells[0])} vs Standard {num(acc_cells[1])}")

@@ -34,8 +34,8 @@ def check_st5(ctx) -> Verdict:
         outcomes += [compare(cos, "<=", std, offset=0.05) for cos in lps]
         ics[net] = [std, *lps]
         cells += ics[net]
-    num = lambda c: f"{c.mean:.3g}" if c.values else c.state  # noqa: E731
-    listed = lambda names, cs: ", ".join(f"{k} {num(c)}" for k, c in zip(names, cs, strict=True))  # noqa: E731
+    num = lambda c: f"{c.mean:.3g}" if c.values else c.state
+    listed = lambda names, cs: ", ".join(f"{k} {num(c)}" for k, c in zip(names, cs, strict=True))
     per_net = "; ".join(f"{net}: {listed(('Standard', *LP), ics[net])}" for net, _ in nets)
     sentence = f"VGG final train acc: BN {num(bn)}, {listed(LP, cells[1:4])}; median cos(G,G') {per_net}; "
     if "DLN" not in ics:

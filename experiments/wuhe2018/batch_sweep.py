@@ -112,7 +112,7 @@ def check_wh1(ctx) -> Verdict:
     diag = {f"batch noise, last BN layer, N={n}": _last_layer_noise(ctx, n) for n in (2, 32)}
     pop = population_errors(ctx)
     extra = {**diag, **{f"BN error % with population statistics, N={n}": round(v, 2) for n, v in pop.items()}}
-    num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
+    num = lambda c: f"{c.mean:.2f}" if c.values else c.state
     noise_text = "; ".join(f"N={n}: mean {d['mean_error']:.3f}, var {d['var_error']:.3f} "
                            f"({d['values per batch']} values)" for n, d in zip((2, 32), diag.values(),
                                                                                strict=True) if d)

@@ -45,7 +45,7 @@ def check_wh3(ctx) -> Verdict:
     else:
         outcomes.append(Outcome("inconclusive", "no G with 1 < G < C has a number: runs are missing",
                                 missing=True))
-    num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
+    num = lambda c: f"{c.mean:.2f}" if c.values else c.state
     sentence = "error by G: " + ", ".join(f"{g} {num(e[g])}" for g in groups) + " %"
     verdict = Verdict.from_outcomes("WH-3", outcomes, list(e.values()), sentence)
     return gate(verdict, regime(ctx, [group_name(ctx, g) for g in groups]))

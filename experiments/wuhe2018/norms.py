@@ -32,7 +32,7 @@ def check_wh2(ctx) -> Verdict:
     e = {norm: error_cell(ctx.runs, f"{norm}_n32", f"{LABELS[norm]} error %") for norm in NORMS}
     outcomes = [compare(e["in"], ">", e["ln"], fmt="{:.2f}"), compare(e["ln"], ">", e["gn"], fmt="{:.2f}"),
                 compare(e["gn"], "<=", e["bn"], offset=1.5, fmt="{:.2f}")]
-    num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
+    num = lambda c: f"{c.mean:.2f}" if c.values else c.state
     sentence = "error at N=32: " + ", ".join(f"{LABELS[n]} {num(e[n])}" for n in NORMS) + " %"
     verdict = Verdict.from_outcomes("WH-2", outcomes, list(e.values()), sentence)
     return gate(verdict, regime(ctx, [f"{norm}_n32" for norm in NORMS]))

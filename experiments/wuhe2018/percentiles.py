@@ -22,7 +22,7 @@ def check_wh4(ctx) -> Verdict:
     r = {c: ctx.runs.cell(c, _ratio(ctx.runs), f"{label}: final / initial 1-99 spread")
          for c, label in CELLS.items()}
     outcomes = [compare(r["none"], ">", r[c], fmt="{:.3g}") for c in ("bn", "gn")]
-    num = lambda c: f"{c.mean:.3g}" if c.values else c.state  # noqa: E731
+    num = lambda c: f"{c.mean:.3g}" if c.values else c.state
     sentence = ("final / initial 1-99 spread of the last conv's output: no norm " + num(r["none"])
                 + f", BN {num(r['bn'])}, GN {num(r['gn'])}")
     return Verdict.from_outcomes("WH-4", outcomes, list(r.values()), sentence)

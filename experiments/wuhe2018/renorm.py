@@ -30,7 +30,7 @@ def check_wh5(ctx) -> Verdict:
     """error(BRN) < error(BN) at N = 4."""
     brn, bn = (error_cell(ctx.runs, f"{n}_n4", f"{LABELS[n]} error % at N=4") for n in ("brn", "bn"))
     gn = error_cell(ctx.runs, "gn_n4", "GN error % at N=4")
-    num = lambda c: f"{c.mean:.2f}" if c.values else c.state  # noqa: E731
+    num = lambda c: f"{c.mean:.2f}" if c.values else c.state
     sentence = f"error at N=4: BRN {num(brn)}, BN {num(bn)}, GN {num(gn)} %"
     verdict = Verdict.from_outcomes("WH-5", [compare(brn, "<", bn, fmt="{:.2f}")], [brn, bn, gn], sentence)
     return gate(verdict, regime(ctx, [f"{n}_n4" for n in NORMS]))

@@ -16,7 +16,11 @@ import yaml
 from omegaconf import OmegaConf
 from torch import nn
 
+from normexp.data import build_data
+from normexp.models import build_model
+from normexp.norms import BatchNorm, NormSpec, recompute_population_stats
 from normexp.records import CONFIG, MODEL
+from normexp.train import evaluate, make_loss
 
 POPULATION_SEED = 10_000  # the fixed training batches of norm.stats=population (normexp.train.Loop.evaluate)
 
@@ -92,10 +96,6 @@ def batch_stat_noise(model: nn.Module, images: torch.Tensor, sizes: list[int], c
 def trained_run(run_dir: str | Path, device: str = "cpu"):
     """A finished run's model (its ``model.pt`` weights and buffers), data and config, rebuilt from its
     ``config.yaml``. The model is in eval mode."""
-    from normexp.data import build_data
-    from normexp.models import build_model
-    from normexp.norms import NormSpec
-
     run_dir = Path(run_dir)
     cfg = OmegaConf.create(yaml.safe_load((run_dir / CONFIG).read_text()))
     data = build_data(cfg.data, torch.device(device), int(cfg.seed))
@@ -110,8 +110,6 @@ def with_population_stats(run_dir: str | Path, batches: int = 20):
     of the run's batch size (the batches of ``norm.stats=population``; ghost-batch layers take statistics per
     slice, as in training): the ``ioffe`` estimator, unless the run set ``norm.population_estimator``
     (:func:`normexp.norms.recompute_running_stats`). The weights stay as trained."""
-    from normexp.norms import BatchNorm, recompute_population_stats
-
     model, data, _ = trained_run(run_dir)
     for _, m in batch_norm_layers(model):
         if isinstance(m, BatchNorm):
@@ -124,8 +122,6 @@ def with_population_stats(run_dir: str | Path, batches: int = 20):
 def population_test_acc(run_dir: str | Path, batches: int = 20) -> float:
     """Test accuracy of a finished BN run with recomputed population statistics
     (:func:`with_population_stats`) in place of the moving averages it trained with."""
-    from normexp.train import evaluate, make_loss
-
     model, data = with_population_stats(run_dir, batches)
     return evaluate(model, data.test_batches(), make_loss(data.info.task), classify=True)["acc"]
 

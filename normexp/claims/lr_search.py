@@ -42,6 +42,6 @@ def cells_at_multiples(entries: list[dict], base_lr: float | None) -> list[dict]
     ``{name, multiple, overrides}``; none when there is no base lr."""
     if base_lr is None:
         return []
-    lr = lambda e: format_value(e["multiple"] * base_lr)  # noqa: E731
+    lr = lambda e: format_value(e["multiple"] * base_lr)
     return [{"name": e["name"], "overrides": [*e["overrides"], f"optim.lr={lr(e)}"]}
             for e in entries]

@@ -24,7 +24,7 @@ def paired_difference(runs: Runs, a: str, b: str, label: str, value=error_percen
     init); ``value`` is a summary column or a function of the run's row. A pair with a diverged run counts
     as diverged; a pair with an absent or failed run, or without a finite difference, as missing."""
     if isinstance(value, str):
-        column, value = value, lambda row: row[column]  # noqa: E731
+        column, value = value, lambda row: row[column]
     rows = {c: {int(r["seed"]): r for _, r in runs.rows(c).iterrows()} for c in (a, b)}
     values, diverged, missing = [], 0, 0
     for seed in sorted(set(rows[a]) | set(rows[b])):

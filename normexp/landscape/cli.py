@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from normexp.errors import ConfigError
+from normexp.errors import ConfigError, choices
 
 PROG = "normexp-landscape"
 
@@ -70,8 +70,7 @@ def _positive(key: str, value, least: int = 1) -> None:
 
 
 def _spectrum(args) -> str:
-    from normexp.errors import choices
-    from normexp.landscape.curvature import BLOCKS, BN_MODES, spectrum_of_run
+    from normexp.landscape.curvature import BLOCKS, BN_MODES, spectrum_of_run  # lazy: torch
 
     bn = args.bn or "train"
     if bn not in BN_MODES:
@@ -96,7 +95,7 @@ def _spectrum(args) -> str:
 
 
 def _surface(args) -> str:
-    from normexp.landscape.surface import SurfaceSpec, default_folder, surface_of_run
+    from normexp.landscape.surface import SurfaceSpec, default_folder, surface_of_run  # lazy: torch
 
     spec = SurfaceSpec(args.dims, args.points, args.span, args.directions, args.bn or "eval", args.subset,
                        args.batch_size, args.seed, args.checkpoint)
@@ -112,8 +111,8 @@ def _surface(args) -> str:
 
 
 def _compare(args) -> str:
-    from normexp.landscape.figures import compare
-    from normexp.landscape.surface import SURFACE, Surface
+    from normexp.landscape.figures import compare  # lazy: matplotlib
+    from normexp.landscape.surface import SURFACE, Surface  # lazy: torch
 
     if args.out is None or args.out.suffix != ".png":
         raise ConfigError("--out", str(args.out), "with --compare, a .png file to write")

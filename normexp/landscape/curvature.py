@@ -20,6 +20,8 @@ Every estimator runs on :class:`HessianOperator`, flat float64 vectors in and ou
 
 from __future__ import annotations
 
+import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,13 @@ import torch
 from scipy.linalg import eigh_tridiagonal
 
 from normexp.errors import ConfigError, choices
+from normexp.landscape.figures import draw_density
 from normexp.landscape.hvp import hvp
+from normexp.landscape.run import load_run, run_subsets
+from normexp.norms import NORMS
+from normexp.probes.guard import untouched
+from normexp.probes.layers import weight_layers
+from normexp.records import atomic_write_bytes, atomic_write_json
 
 BN_MODES = ("train", "eval")
 BLOCKS = ("model", "layers", "norm")
@@ -170,12 +178,16 @@ def density_grid(nodes, points: int = 1000, sigma: float | None = None) -> tuple
     return np.linspace(lo - 5 * sigma, hi + 5 * sigma, points), sigma
 
 
+def density_curve(nodes, weights) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, density) on the default :func:`density_grid` of the nodes."""
+    grid, sigma = density_grid(nodes)
+    return grid, density(nodes, weights, grid, sigma)
+
+
 # ------------------------------------------------------------------------ parameter blocks of a model
 
 def norm_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The learned gains and shifts of every normalization layer (the norms registry's classes)."""
-    from normexp.norms import NORMS
-
     kinds = tuple(NORMS.values())
     return [p for m in model.modules() if isinstance(m, kinds) for p in m.parameters(recurse=False)
             if p.requires_grad]
@@ -185,8 +197,6 @@ def parameter_blocks(model: torch.nn.Module, which=BLOCKS) -> dict[str, list[tor
     """{block name: its parameters}: ``model`` (every trainable parameter), ``layers`` (one block per
     conv/linear layer, named as the probes name weight layers), ``norm`` (the norms' gains and shifts;
     absent when the model has none)."""
-    from normexp.probes.layers import weight_layers
-
     for name in which:
         if name not in BLOCKS:
             raise ConfigError("--blocks", name, choices(BLOCKS))
@@ -207,8 +217,6 @@ def spectrum(model, loss_fn, batches, blocks=("model", "norm"), bn: str = "train
     """Top-k eigenvalues, trace and SLQ quadrature of the Hessian of the mean loss over ``batches`` for each
     block, with BN in ``bn`` mode. The model is left as it was (weights, buffers, modes, RNG states).
     Returns {block: {"size", "top", "top_products", "trace", "trace_stderr", "nodes", "weights"}}."""
-    from normexp.probes.guard import untouched
-
     if bn not in BN_MODES:
         raise ConfigError("--bn", bn, choices(BN_MODES))
     out = {}
@@ -229,12 +237,6 @@ def write_spectrum(results: dict, folder, meta: dict | None = None) -> Path:
     """``spectrum.json`` (per block: size, top-k, products, trace and its standard error),
     ``spectrum.npz`` (the SLQ nodes and weights, ``{block}/nodes``, ``{block}/weights``) and
     ``density.png`` in ``folder``."""
-    import io
-    import json
-
-    from normexp.landscape.figures import draw_density
-    from normexp.records import atomic_write_bytes, atomic_write_json
-
     folder = Path(folder)
     arrays = {f"{b}/{k}": np.stack(r[k]) for b, r in results.items() for k in ("nodes", "weights")}
     buffer = io.BytesIO()
@@ -242,7 +244,8 @@ def write_spectrum(results: dict, folder, meta: dict | None = None) -> Path:
     atomic_write_bytes(folder / "spectrum.npz", buffer.getvalue())
     summary = {b: {k: v for k, v in r.items() if k not in ("nodes", "weights")} for b, r in results.items()}
     atomic_write_json(folder / "spectrum.json", {**(meta or {}), "blocks": json.loads(json.dumps(summary))})
-    return draw_density(results, folder / "density.png")
+    curves = {name: density_curve(r["nodes"], r["weights"]) for name, r in results.items()}
+    return draw_density(results, curves, folder / "density.png")
 
 
 def spectrum_of_run(run_dir, out=None, checkpoint: str = "model", subset: int = 1000, batch_size: int = 0,
@@ -250,8 +253,6 @@ def spectrum_of_run(run_dir, out=None, checkpoint: str = "model", subset: int = 
     """:func:`spectrum` of a run dir's model on a fixed training subset (``subset`` examples in batches of
     ``batch_size``, default the run's), written by :func:`write_spectrum` to ``out`` (default
     RUN_DIR/landscape/spectrum_<bn>). ``options``: those of :func:`spectrum`."""
-    from normexp.landscape.run import load_run, run_subsets
-
     run = load_run(run_dir, checkpoint, device)
     (x, y), _ = run_subsets(run, subset, seed)
     size = batch_size or run.batch_size

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normexp.errors import ConfigError
 from normexp.plots import figure, plt
 
 
@@ -90,8 +91,6 @@ def compare_figure(surfaces, key: str = "train_loss"):
     """The matplotlib Figure of :func:`compare`."""
     dims = {s.dims for s in surfaces}
     if len(dims) != 1:
-        from normexp.errors import ConfigError
-
         raise ConfigError("--compare", [s.label for s in surfaces], "surfaces must have the same --dims")
     fig, axes = figure(1, len(surfaces), width=4.2, height=3.8, sharey=True)
     if dims == {1}:
@@ -105,14 +104,13 @@ def compare_figure(surfaces, key: str = "train_loss"):
     return fig
 
 
-def draw_density(results: dict, path) -> Path:
-    """Each block's spectral density (log scale, as Ghorbani et al. plot it), one panel per block."""
-    from normexp.landscape.curvature import density, density_grid
-
+def draw_density(results: dict, curves: dict, path) -> Path:
+    """Each block's spectral density (log scale, as Ghorbani et al. plot it), one panel per block; ``curves``:
+    {block: (grid, density)}, ``results``: the spectrum's blocks (their top eigenvalue and trace)."""
     fig, axes = figure(1, len(results), width=4.0, height=3.0)
     for ax, (name, r) in zip(axes[0], results.items(), strict=True):
-        grid, sigma = density_grid(r["nodes"])
-        ax.semilogy(grid, np.maximum(density(r["nodes"], r["weights"], grid, sigma), 1e-12))
+        grid, values = curves[name]
+        ax.semilogy(grid, np.maximum(values, 1e-12))
         ax.set_ylim(bottom=1e-8)
         ax.set_xlabel("eigenvalue")
         ax.set_title(f"{name} (top {r['top'][0]:.3g}, trace {r['trace']:.3g})", fontsize=9)

@@ -10,8 +10,14 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from normexp.checkpoint import safe_load
+from normexp.config import resolve_device
+from normexp.data import build_data
 from normexp.errors import ConfigError
+from normexp.models import build_model
+from normexp.norms import NormSpec
 from normexp.records import CHECKPOINT, CONFIG, MODEL
+from normexp.train import make_loss
 
 CHECKPOINTS = {"model": MODEL, "checkpoint": CHECKPOINT}  # the final weights, the last training checkpoint
 
@@ -38,13 +44,6 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
 
 
 def load_run(run_dir, checkpoint: str = "model", device: str = "cpu") -> LoadedRun:
-    from normexp.checkpoint import safe_load
-    from normexp.config import resolve_device
-    from normexp.data import build_data
-    from normexp.models import build_model
-    from normexp.norms import NormSpec
-    from normexp.train import make_loss
-
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise ConfigError("RUN_DIR", str(run_dir), f"not a run directory: it has no {CONFIG}")

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 
 from normexp.errors import ConfigError, choices
 from normexp.landscape.directions import DIRECTIONS, random_direction
+from normexp.landscape.figures import draw_surface
 from normexp.landscape.run import CHECKPOINTS, load_run, run_subsets, weights_digest
 from normexp.norms import recompute_running_stats
 from normexp.records import atomic_write_bytes, atomic_write_json, read_json
@@ -255,8 +257,6 @@ def compute_surface(evaluator: PointEvaluator, spec: SurfaceSpec, folder, jobs: 
             for i, j, a, b in todo:
                 log.add((i, j, a, b, *evaluator(a, b)))
         else:
-            from joblib import Parallel, delayed
-
             size = max(1, min(16, len(todo) // (4 * jobs)))  # small chunks: little is lost when killed
             tasks = [todo[k:k + size] for k in range(0, len(todo), size)]
             run = Parallel(n_jobs=jobs, return_as="generator_unordered")
@@ -304,8 +304,6 @@ def surface_for_model(model, loss_fn, classify: bool, train, test, spec: Surface
     finally:
         evaluator.set_point(())  # the model back at its weights and buffers
     if surface is not None and figures:
-        from normexp.landscape.figures import draw_surface
-
         draw_surface(surface, folder)
     return surface
 

@@ -13,85 +13,20 @@ its module's docstring and docs/probes.md.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from normexp.config import integer
+from normexp.checks import integer
 from normexp.errors import ConfigError, choices
+
+# each probe module registers its probe when imported
+from normexp.probes import activations, hessian, ics, landscape, moment_drift, param_norms  # noqa: F401
+from normexp.probes.base import PROBES, Probe, StepContext, WeightLayerProbe, plain, register
 from normexp.probes.guard import untouched
-from normexp.probes.layers import select, weight_layers
 
-PROBES: dict[str, type[Probe]] = {}
+__all__ = ["PROBES", "Probe", "ProbeSet", "StepContext", "WeightLayerProbe", "plain", "register"]
 _RESERVED = ("batch_size",)
-
-
-def register(name: str):
-    def add(cls):
-        PROBES[name] = cls
-        cls.name = name
-        return cls
-
-    return add
-
-
-@dataclass
-class StepContext:
-    """What a probe sees at a step: the model with this step's gradients, the optimizer before its update,
-    the step's own batch and the fixed probe batch."""
-
-    step: int
-    model: torch.nn.Module
-    loss_fn: object
-    optimizer: torch.optim.Optimizer
-    batch: tuple
-    probe_batch: tuple
-
-
-def plain(value):
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-class Probe:
-    name = "probe"
-    defaults: dict = {}  # the probe's options (besides ``every``) and their defaults
-
-    def __init__(self, cfg, model: torch.nn.Module):
-        self.every = int(cfg.get("every", 0))
-        self.opts = {k: plain(cfg.get(k, v)) for k, v in self.defaults.items()}
-
-    @classmethod
-    def check(cls, opts: dict, model: torch.nn.Module, key: str) -> None:
-        """Raise ConfigError for an option value that cannot work on ``model`` (``key``: 'probes.<name>')."""
-
-    def due(self, step: int) -> bool:
-        """Whether the probe is called at ``step``: every ``every`` steps, unless a probe adds calls."""
-        return step % self.every == 0
-
-    def measure(self, ctx: StepContext) -> dict:
-        raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class WeightLayerProbe(Probe):
-    """A probe over a chosen set of the model's weight layers (option ``layers``: indices, names or 'all'),
-    kept in ``self.chosen`` as (name, layer) pairs."""
-
-    defaults = {"layers": "all"}
-
-    @classmethod
-    def check(cls, opts, model, key):
-        select(weight_layers(model), opts["layers"], f"{key}.layers")
-
-    def __init__(self, cfg, model):
-        super().__init__(cfg, model)
-        self.chosen = select(weight_layers(model), self.opts["layers"], f"probes.{self.name}.layers")
 
 
 class ProbeSet:
@@ -155,5 +90,3 @@ class ProbeSet:
         for p in self.probes:
             p.load_state_dict(state.get(p.name, {}))
 
-
-from normexp.probes import activations, hessian, ics, landscape, moment_drift, param_norms  # noqa: E402, F401

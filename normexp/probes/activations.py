@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from normexp.config import number
+from normexp.checks import number
 from normexp.errors import ConfigError, check_choice
-from normexp.probes import Probe, register
+from normexp.probes.base import Probe, register
 from normexp.probes.layers import SITES, blocks, capture, channels, select, unit_columns
 
 MODES = ("train", "eval")

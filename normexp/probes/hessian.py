@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from normexp.config import integer, number
+from normexp.checks import integer, number
 from normexp.errors import check_choice
 from normexp.landscape.hvp import power_iteration
-from normexp.probes import WeightLayerProbe, register
+from normexp.probes.base import WeightLayerProbe, register
 
 BN_MODES = ("train", "eval")
 

@@ -20,7 +20,7 @@ from statistics import median
 
 import torch
 
-from normexp.probes import WeightLayerProbe, register
+from normexp.probes.base import WeightLayerProbe, register
 from normexp.probes.guard import assign, replayed_rng
 
 

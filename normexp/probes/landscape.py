@@ -19,9 +19,9 @@ import math
 import numpy as np
 import torch
 
-from normexp.config import integer, number
+from normexp.checks import integer, number
 from normexp.errors import ConfigError, check_choice
-from normexp.probes import Probe, register
+from normexp.probes.base import Probe, register
 from normexp.probes.guard import assign, replayed_rng
 
 SPACINGS = ("linear", "log")

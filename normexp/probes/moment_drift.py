@@ -26,7 +26,7 @@ import torch
 
 from normexp.config import flag
 from normexp.errors import check_choice
-from normexp.probes import Probe, register
+from normexp.probes.base import Probe, register
 from normexp.probes.layers import blocks, capture, select, unit_columns
 
 MODES = ("train", "eval")

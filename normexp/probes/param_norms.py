@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from normexp.probes import WeightLayerProbe, register
+from normexp.probes.base import WeightLayerProbe, register
 
 
 @register("param_norms")

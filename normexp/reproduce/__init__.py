@@ -7,6 +7,7 @@ One module per stage:
 - ``plan``: one run per (cell, seed) at the profile, into
   ``<outputs>/<profile>/<experiment>/<cell>/seed<k>``; a ``stages`` hook may add cells once earlier runs are
   finished (e.g. runs at 5 x eta0 after the eta0 search);
+- ``planned_run``: one planned run, its overrides, composed config and run dir, and what that dir holds;
 - ``execute``: what is not finished yet, in this process or in joblib workers (``--jobs``); completed and
   diverged runs are skipped, interrupted ones resume, a run that raises is recorded as failed;
 - ``tables``: the run table (``runs.csv``) and every metric record (``curves.csv``);

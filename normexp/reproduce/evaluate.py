@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import shutil
 import subprocess
 import traceback
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from normexp.claims import Verdict
 from normexp.claims.regime import regime_table
@@ -22,10 +25,7 @@ from .spec import ROOT, Experiment
 
 def evaluate(exp: Experiment, ctx: Context, out: Path) -> dict:
     """Checks, figures and tables of one experiment into ``out``; returns the claims.json content."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from normexp.plots import plt  # lazy: matplotlib
 
     verdicts, errors = [], []
     for claim_id, claim in exp.spec["claims"].items():
@@ -70,7 +70,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
             return "" if math.isnan(x) else f"{x:.4g}"
         return str(x).replace("|", "\\|").replace("\n", " ")
 
-    line = lambda row: "| " + " | ".join(text(x) for x in row) + " |"  # noqa: E731
+    line = lambda row: "| " + " | ".join(text(x) for x in row) + " |"
     return "\n".join([line(frame.columns), "| " + " | ".join("---" for _ in frame.columns) + " |",
                       *(line(row) for row in frame.itertuples(index=False))])
 
@@ -103,16 +103,11 @@ LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "
 
 def environment() -> dict:
     """The library versions and the processor (and GPU) the runs of an invocation were made with."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
     def installed(name: str) -> str | None:
         try:
             return version(name)
         except PackageNotFoundError:
             return None
-
-    import torch
 
     cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor() or platform.machine())

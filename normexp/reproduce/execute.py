@@ -8,16 +8,17 @@ import sys
 import traceback
 from pathlib import Path
 
+from joblib import Parallel, delayed
+
+from normexp import train
 from normexp.records import SUMMARY, RunDirBusy, atomic_write_json, read_json
 from normexp.workers import use_warm_workers
 
-from .plan import PlannedRun
+from .planned_run import PlannedRun
 
 
 def train_one(cfg, run_dir: str, chosen: dict, overrides: list[str]) -> dict:
     """One run in this process; a run that raises comes back as ``failed`` (the rest of the suite goes on)."""
-    from normexp import train
-
     argv, sys.argv = sys.argv, ["normexp-train", *overrides, f"hydra.run.dir={run_dir}"]  # meta's command
     try:
         return train.run(cfg, run_dir, choices=chosen, overrides=overrides)
@@ -39,8 +40,6 @@ def execute(runs: list[PlannedRun], jobs: int, log=print) -> list[dict]:
         return []
     args = [(r.cfg, str(r.run_dir), r.choices, r.overrides) for r in runs]
     if jobs > 1:
-        from joblib import Parallel, delayed
-
         use_warm_workers(also=(__name__,))
         results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
             delayed(_indexed)(i, *a) for i, a in enumerate(args))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,65 +14,22 @@ from omegaconf import OmegaConf
 
 from normexp.claims import Pending, Runs
 from normexp.config import compose, total_steps, validate
+from normexp.data import fashion_mnist_available, load_arrays
 from normexp.errors import ConfigError
-from normexp.identity import identity_changes
-from normexp.records import CONFIG, FINISHED, SUMMARY, RunDirBusy, read_json, writing
+from normexp.records import RunDirBusy, writing
 
+from .planned_run import PlannedRun
 from .spec import CellSpec, Experiment, merge_overrides
+from .tables import LazyRuns, run_table
 
 DATA_FALLBACKS = {"fashion_mnist": "mnist5k"}  # offline profiles only
 CADENCE_KEY = re.compile(r"^(train\.\w+_every|probes\.\w+\.every)$")
-
-
-@dataclass
-class PlannedRun:
-    experiment: str
-    cell: str
-    seed: int
-    overrides: list[str]
-    run_dir: Path
-    cfg: object = None
-    choices: dict = field(default_factory=dict)
-    steps: int | None = None
-
-    @property
-    def status(self) -> str:
-        summary = read_json(self.run_dir / SUMMARY)
-        if summary:
-            return summary.get("status", "failed")
-        return "incomplete" if (self.run_dir / CONFIG).exists() else "missing"
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
-    @property
-    def changes(self) -> list[tuple[str, object, object]]:
-        """``(key, recorded, planned)`` for each key on which the run dir's recorded ``config.yaml`` and the
-        planned config differ in what they compute (``normexp.identity``); empty without a recorded config.
-        Other override text (another order, another checkpoint cadence or thread count) is the same run."""
-        path = self.run_dir / CONFIG
-        if not path.exists():
-            return []
-        planned = self.cfg if self.cfg is not None else compose(self.overrides)
-        return identity_changes(path.read_text(), planned)
-
-    @property
-    def stale(self) -> bool:
-        """The run dir holds another computation than planned (the spec changed since)."""
-        return bool(self.changes)
-
-    def command(self) -> str:
-        return " ".join(["normexp-train", *map(shlex.quote, self.overrides),
-                         shlex.quote(f"hydra.run.dir={self.run_dir}")])
 
 
 def planned_steps(cfg) -> int:
     """Optimizer steps of a run (``train.epochs`` needs the training set's size: the data is read once)."""
     if not cfg.train.get("epochs"):
         return int(cfg.train.steps)
-    from normexp.data import load_arrays
-
     n_train = len(load_arrays(cfg.data)[1])
     subset = cfg.data.get("train_subset")
     return total_steps(cfg, min(n_train, int(subset)) if subset else n_train)
@@ -158,8 +114,6 @@ class Planner:
             self.notices[exp.id].append(text)
 
     def _with_fallback(self, exp: Experiment, overrides: list[str]) -> list[str]:
-        from normexp.data import fashion_mnist_available
-
         cfg, _ = self.compose(overrides)
         fallback = DATA_FALLBACKS.get(cfg.data.name)
         if self.profile == "paper" or not fallback or fashion_mnist_available(cfg.data):
@@ -247,8 +201,6 @@ class Context:
 
 def plan_experiment(exp: Experiment, planner: Planner) -> tuple[list[PlannedRun], str | None]:
     """Every run the experiment needs that can be planned now, and what later stages wait for (or None)."""
-    from .tables import LazyRuns, run_table
-
     cells = exp.cells(planner.profile)
     runs = planner.runs(exp, cells)
     stages = exp.spec.get("stages")

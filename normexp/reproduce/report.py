@@ -6,8 +6,11 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from normexp.claims import RULE
 
+from .evaluate import markdown_table
 from .spec import ROOT, suite_profiles
 
 VERDICT_MARK = {"pass": "**pass**", "fail": "**FAIL**", "inconclusive": "inconclusive"}
@@ -139,10 +142,6 @@ def regime_lines(r: dict) -> list[str]:
     rows = r.get("regime") or []
     if not any(row.get("clean train loss") is not None for row in rows):
         return []
-    import pandas as pd
-
-    from .evaluate import markdown_table
-
     return ["**Regime measures** (per cell, seed means at the end of training: a fixed clean set of up to "
             "10,000 training images evaluated as the test set is, and the test set; gap = clean training "
             "accuracy - test accuracy)", "", markdown_table(pd.DataFrame(rows)), ""]

@@ -10,7 +10,7 @@ from normexp.claims import Runs
 from normexp.records import CONFIG, SUMMARY, read_json
 from normexp.results import load_metrics, run_row
 
-from .plan import PlannedRun
+from .planned_run import PlannedRun
 
 NUMERIC = ("test_acc", "train_acc", "test_loss", "train_loss", "train_clean_acc", "train_clean_loss", "step",
            "steps", "diverged_step")

@@ -1,0 +1,3 @@
+from normexp.lrmap.cli import cli
+
+cli()

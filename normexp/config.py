@@ -43,7 +43,7 @@ from normexp.data import (
 from normexp.errors import ConfigError, check_choice, choices
 from normexp.loggers import LOGGERS
 from normexp.models import MODELS, build_model
-from normexp.norms import NormSpec, norm_class
+from normexp.norms import NormSpec, check_freezable, norm_class
 from normexp.optim import check_schedule
 from normexp.probes import ProbeSet
 
@@ -344,8 +344,6 @@ def _check_data_options(data, info) -> None:
 
 
 def _check_freeze_bn(cfg) -> None:
-    from normexp.norms import check_freezable
-
     fraction = cfg.train.get("freeze_bn_at")
     if fraction is None:
         return

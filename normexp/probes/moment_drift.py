@@ -24,7 +24,7 @@ from statistics import median
 
 import torch
 
-from normexp.config import flag
+from normexp.checks import flag
 from normexp.errors import check_choice
 from normexp.probes.base import Probe, register
 from normexp.probes.layers import blocks, capture, select, unit_columns

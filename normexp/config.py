@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from normexp.data import check_normalize
 from normexp.errors import ConfigError, check_choice, choices
+from normexp.evaluation import EVAL_MODES, check_eval_modes
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEVICES = ("auto", "cpu", "cuda")
@@ -146,6 +147,8 @@ SCHEMA = {
     "train.log_every": integer(1),
     "train.eval_every": integer(0),
     "train.eval_train_images": integer(0),
+    "train.eval_modes": list_of(one_of(*EVAL_MODES), "evaluation modes"),
+    "train.precise_images": integer(1),
     "train.checkpoint_every": integer(0),
     "train.resume": flag(),
     "train.save_final": flag(),
@@ -188,6 +191,8 @@ SCHEMA = {
     "norm.eps": number(0, strict=True),
     "norm.momentum": number(0, 1),
     "model.init_scale": number(),
+    "train.precise_batch": integer(1),  # after data.batch_size, their default: a bad one is named first
+    "train.eval_batch_stats": integer(1),
 }
 REQUIRED = ("seed", "device", *(k for k in SCHEMA if k.startswith("train.")),
             "data.name", "data.batch_size", "optim._target_", "optim.lr", "schedule.name", "logger.name",
@@ -356,6 +361,7 @@ def validate(cfg: DictConfig) -> None:
     norm = NormSpec.from_config(cfg.norm)
     norm.check_batch(_check_processes(cfg, batch, norm))
     model = _check_model_runs(cfg, norm, info, batch, build_model)
+    check_eval_modes(cfg, norm, model)
     ProbeSet.check_config(cfg.get("probes"), model)
 
 

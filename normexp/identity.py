@@ -22,6 +22,11 @@ RUNTIME_KEYS = ("train.resume", "train.progress", "train.threads", "train.checkp
                 "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
                 "data.workers")
 
+# Keys of the extra BN evaluation modes (normexp/evaluation.py): they add numbers without changing training. A
+# run that asks for no extra mode is the same run as one whose config predates them (all committed runs).
+EVALUATION_KEYS = ("train.eval_modes", "train.precise_images", "train.precise_batch",
+                   "train.eval_batch_stats")
+
 
 def flat(node, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b.": 1}`` (each key ends with a dot; an empty dict stays as a key of its
@@ -49,7 +54,10 @@ def run_identity(cfg) -> dict:
         task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         cfg = OmegaConf.to_container(task, resolve=True)
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
-    return {k: v for k, v in flat(cfg).items() if not is_runtime_key(k)}
+    identity = {k: v for k, v in flat(cfg).items() if not is_runtime_key(k)}
+    if identity.get("train.eval_modes.", ["running"]) == ["running"]:
+        identity = {k: v for k, v in identity.items() if k.rstrip(".") not in EVALUATION_KEYS}
+    return identity
 
 
 def identity_key(cfg) -> str:

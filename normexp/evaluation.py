@@ -128,8 +128,8 @@ def batch_stat_outputs(model: nn.Module, batches: Iterable, size: int):
         yield out, y[i:i + size]
 
 
-# A set to evaluate: batches of (x, y) for a batch size (None: the data's evaluation batch size).
-EvalSet = Callable[[int | None], Iterable]
+# A set to evaluate: a function that gives its batches of (x, y), in the data's evaluation batch size.
+EvalSet = Callable[[], Iterable]
 
 
 class Evaluator:
@@ -155,14 +155,14 @@ class Evaluator:
     def _prepared(self, model: nn.Module, mode: str):
         """The model ready for ``mode``, as a function of a set; restored after."""
         if mode == "running" or not statistics_layers(model):  # nothing else to evaluate with: same values
-            yield lambda batches: evaluate(model, batches(None), self.loss_fn, self.classify)
+            yield lambda batches: evaluate(model, batches(), self.loss_fn, self.classify)
             return
         with model_kept(model):
             if mode == "precise":
                 self._precise_statistics(model)
-                yield lambda batches: evaluate(model, batches(None), self.loss_fn, self.classify)
+                yield lambda batches: evaluate(model, batches(), self.loss_fn, self.classify)
             else:
-                yield lambda batches: score(batch_stat_outputs(model, batches(None), self.stats_batch),
+                yield lambda batches: score(batch_stat_outputs(model, batches(), self.stats_batch),
                                             self.loss_fn, self.classify)
 
     def _precise_statistics(self, model: nn.Module) -> None:

@@ -402,7 +402,7 @@ class Loop:
         sets = {"test": self.data.test_batches}
         images = int(self.cfg.train.get("eval_train_images") or 0)
         if step == self.steps and images:  # the regime measures: once, at the end, as the test set is
-            sets["train_clean"] = lambda batch_size: self.data.clean_train_batches(images, batch_size)
+            sets["train_clean"] = lambda: self.data.clean_train_batches(images)
         values = self.evaluator(self.model, sets)  # each mode of train.eval_modes
         self.last_test = values["test"]
         self.log({"step": step, "split": "test", **self.last_test})

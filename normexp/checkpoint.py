@@ -62,9 +62,10 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     _save(state, Path(run_dir) / CHECKPOINT)
 
 
-def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
-    """The final ``state_dict`` (parameters and buffers such as BN running statistics) as ``model.pt``."""
-    _save(model.state_dict(), Path(run_dir) / MODEL)
+def save_weights(run_dir: Path, model: torch.nn.Module, name: str = MODEL) -> None:
+    """The final ``state_dict`` (parameters and buffers such as BN running statistics) as ``model.pt``
+    (or ``name``)."""
+    _save(model.state_dict(), Path(run_dir) / name)
 
 
 def load_weights(path: str | Path) -> dict:

@@ -41,6 +41,7 @@ from normexp.data import (
     data_info,
 )
 from normexp.errors import ConfigError, check_choice, choices
+from normexp.evaluation import EVAL_MODES, check_eval_modes
 from normexp.loggers import LOGGERS
 from normexp.models import MODELS, build_model
 from normexp.norms import NormSpec, check_freezable, norm_class
@@ -94,6 +95,8 @@ SCHEMA = {
     "train.log_every": integer(1),
     "train.eval_every": integer(0),
     "train.eval_train_images": integer(0),
+    "train.eval_modes": list_of(one_of(*EVAL_MODES), "evaluation modes"),
+    "train.precise_images": integer(1),
     "train.checkpoint_every": integer(0),
     "train.resume": flag(),
     "train.save_final": flag(),
@@ -143,6 +146,8 @@ SCHEMA = {
     "norm.eps": number(0, strict=True),
     "norm.momentum": number(0, 1),
     "model.init_scale": number(),
+    "train.precise_batch": integer(1),  # after data.batch_size, their default: a bad one is named first
+    "train.eval_batch_stats": integer(1),
 }
 REQUIRED = ("seed", "device", *(k for k in SCHEMA if k.startswith("train.")),
             "data.name", "data.batch_size", "optim._target_", "optim.lr", "schedule.name", "logger.name",
@@ -318,6 +323,7 @@ def validate(cfg: DictConfig) -> None:
     norm = NormSpec.from_config(cfg.norm)
     norm.check_batch(_check_processes(cfg, batch, norm))
     model = _check_model_runs(cfg, norm, info, batch)
+    check_eval_modes(cfg, norm, model)
     ProbeSet.check_config(cfg.get("probes"), model)
 
 

@@ -58,6 +58,7 @@ def run_row(run_dir: Path) -> dict:
     row["overrides"] = " ".join(meta.get("overrides") or [])
     summary = read_json(run_dir / SUMMARY) or {"status": "incomplete"}
     row.update({k: summary.get(k) for k in SUMMARY_COLUMNS})
+    row.update({k: v for k, v in summary.items() if k not in row and k != "error"})  # e.g. test_acc_precise
     if summary.get("error"):
         row["error"] = summary["error"]
     row["run_dir"] = str(run_dir)

@@ -52,6 +52,11 @@ from normexp.config import (
 )
 from normexp.data import build_data
 from normexp.errors import ConfigError
+from normexp.evaluation import (
+    Evaluator,
+    evaluate,  # noqa: F401 - moved there; importers still find it here
+    extra_summary,
+)
 from normexp.identity import ABSENT, identity_changes
 from normexp.loggers import build_trackers
 from normexp.models import build_model
@@ -141,25 +146,6 @@ class Window:
         self.losses = [torch.tensor(v, device=self.device) for v in s["losses"]]
         self.outputs, self.targets, self.carried_correct = [], [], s["correct"]
         self.first_step, self.last = s["first_step"], s["last"]
-
-
-@torch.no_grad()
-def evaluate(model, batches, loss_fn, classify: bool) -> dict:
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros(())
-    correct, n = torch.zeros((), dtype=torch.long), 0
-    for x, y in batches:
-        out = model(x)
-        loss = loss + (loss_fn(out, y) * len(y)).cpu()
-        if classify:
-            correct += (out.argmax(dim=1) == y).sum().cpu()
-        n += len(y)
-    model.train(was_training)
-    values = {"loss": loss.item() / n}
-    if classify:
-        values["acc"] = correct.item() / n
-    return values
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -321,6 +307,7 @@ class Loop:
         self.trained_steps = 0
         self.freeze_bn_at = freeze_bn_step(cfg.train.get("freeze_bn_at"), steps)
         self.bn_frozen = False
+        self.evaluator = Evaluator(cfg.train, data, loss_fn, self.classify)
 
     def state_dict(self) -> dict:
         """The checkpoint. The data order needs nothing: it is a function of (seed, step)."""
@@ -436,12 +423,15 @@ class Loop:
             batch_size = self.data.batch_size
             batches = (self.data.fixed_train_batch(batch_size, seed=10_000 + i)[0] for i in range(k))
             recompute_population_stats(self.model, batches)
-        self.last_test = evaluate(self.model, self.data.test_batches(), self.loss_fn, self.classify)
-        self.log({"step": step, "split": "test", **self.last_test})
+        sets = {"test": self.data.test_batches}
         images = int(self.cfg.train.get("eval_train_images") or 0)
         if step == self.steps and images:  # the regime measures: once, at the end, as the test set is
-            self.last_train_clean = evaluate(self.model, self.data.clean_train_batches(images), self.loss_fn,
-                                             self.classify)
+            sets["train_clean"] = lambda: self.data.clean_train_batches(images)
+        values = self.evaluator(self.model, sets)  # each mode of train.eval_modes
+        self.last_test = values["test"]
+        self.log({"step": step, "split": "test", **self.last_test})
+        if "train_clean" in values:
+            self.last_train_clean = values["train_clean"]
             self.log({"step": step, "split": "train_clean", **self.last_train_clean})
         self.overhead += time.perf_counter() - t0
 
@@ -468,7 +458,8 @@ class Loop:
                    "test_loss": test.get("loss"), "test_acc": test.get("acc"),
                    "train_clean_loss": clean.get("loss"), "train_clean_acc": clean.get("acc"),
                    "diverged_step": self.diverged_step, "wall_seconds": self.wall_seconds,
-                   "steps_per_second": self.trained_steps / train_seconds if self.trained_steps else None}
+                   "steps_per_second": self.trained_steps / train_seconds if self.trained_steps else None,
+                   **extra_summary("test", test), **extra_summary("train_clean", clean)}
         if error:
             summary["error"] = error
         return summary

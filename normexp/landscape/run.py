@@ -43,12 +43,14 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
-def load_run(run_dir, checkpoint: str = "model", device: str = "cpu") -> LoadedRun:
+def load_run(run_dir, checkpoint: str = "model", device: str = "cpu", cfg=None) -> LoadedRun:
+    """The run of ``run_dir`` with the weights of ``checkpoint`` (:func:`weights_file`); ``cfg``: its config
+    as the caller changed it (default: its config.yaml)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise ConfigError("RUN_DIR", str(run_dir), f"not a run directory: it has no {CONFIG}")
     path = weights_file(run_dir, checkpoint)
-    cfg = OmegaConf.load(run_dir / CONFIG)
+    cfg = OmegaConf.load(run_dir / CONFIG) if cfg is None else cfg
     device = resolve_device(device)
     data = build_data(cfg.data, device, int(cfg.seed))
     model = build_model(cfg.model, NormSpec.from_config(cfg.norm), data.info.in_shape, data.info.num_classes)

@@ -87,9 +87,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(local_rank: int, world: int, port: int, config_yaml: str, run_dir: str, choices, overrides):
-    from normexp.train import run  # lazy: circle (train.run calls launch; see the report of issue 26)
-
+def _worker(local_rank: int, run, world: int, port: int, config_yaml: str, run_dir: str, choices, overrides):
     cuda = torch.cuda.is_available() and OmegaConf.create(config_yaml).device != "cpu"
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -104,10 +102,11 @@ def _worker(local_rank: int, world: int, port: int, config_yaml: str, run_dir: s
         dist.destroy_process_group()
 
 
-def launch(cfg, run_dir: Path, choices=None, overrides=None) -> dict:
-    """Run ``cfg`` in ``train.world_size`` processes; return process 0's summary."""
+def launch(run, cfg, run_dir: Path, choices=None, overrides=None) -> dict:
+    """Run ``cfg`` with ``run`` (``normexp.train.run``, passed in by name: this module sits below train) in
+    ``train.world_size`` processes; return process 0's summary."""
     world = int(cfg.train.world_size)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     mp.spawn(_worker, nprocs=world, join=True,
-             args=(world, _free_port(), config_yaml, str(run_dir), choices, overrides))
+             args=(run, world, _free_port(), config_yaml, str(run_dir), choices, overrides))
     return read_json(Path(run_dir) / SUMMARY)

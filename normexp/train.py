@@ -204,7 +204,7 @@ def run(cfg: DictConfig, run_dir: str | Path, choices: dict | None = None, overr
         return finished
     with writing_run_dir(run_dir), lifecycle.a_run():
         if int(cfg.train.world_size) > 1:
-            return distributed.launch(cfg, run_dir, choices, overrides)
+            return distributed.launch(run, cfg, run_dir, choices, overrides)
         return _run(cfg, run_dir, choices, overrides)
 
 

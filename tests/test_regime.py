@@ -122,6 +122,17 @@ def test_committed_results_need_committed_code(monkeypatch, tmp_path):
     command.check_args(command.parse_args(["--results", str(tmp_path)]))  # results elsewhere: a user's own
 
 
+def test_uncommitted_files_are_named_whole(monkeypatch):
+    """git's status lines start with a space for a file changed in the work tree: the first one too."""
+    from types import SimpleNamespace
+
+    from normexp.reproduce import evaluate
+
+    status = " M normexp/train.py\n M experiments/a/b.py\n?? configs/x.yaml\n"
+    monkeypatch.setattr(evaluate.subprocess, "run", lambda *a, **k: SimpleNamespace(stdout=status))
+    assert evaluate.uncommitted_code() == ["configs/x.yaml", "experiments/a/b.py", "normexp/train.py"]
+
+
 def test_the_environment_names_the_libraries_that_made_the_numbers():
     from normexp.reproduce.evaluate import environment
 

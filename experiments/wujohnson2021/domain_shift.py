@@ -31,7 +31,7 @@ def _errors(ctx, row, corruption: str) -> dict:
 
 def _gain(ctx, row) -> float:
     """Source minus recomputed error (points), averaged over the judged corruptions."""
-    k = int(ctx.params["judged_images"])
+    k = max(_targets(ctx))
     gains = [(e := _errors(ctx, row, c))["source"] - e.get(k, math.nan) for c in ctx.params["judged"]]
     return float(np.mean(gains))
 
@@ -39,7 +39,7 @@ def _gain(ctx, row) -> float:
 def check_wj4(ctx) -> Verdict:
     """The mean gain over noise, blur and translation with statistics recomputed on 2,048 target images is
     at least 2 points, beyond the spread."""
-    k = int(ctx.params["judged_images"])
+    k = max(_targets(ctx))
     gain = ctx.runs.cell("bn_n32", lambda row: _gain(ctx, row),
                          f"BN: source minus recomputed ({k} images) error, mean over "
                          + ", ".join(ctx.params["judged"]))

@@ -10,9 +10,9 @@ from functools import lru_cache
 
 import pandas as pd
 import torch
-from normexp.evaluation import evaluate, statistics_layers
 
 from normexp.claims import Verdict, compare
+from normexp.evaluation import evaluate, statistics_layers
 from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats
 from normexp.plots import figure, seed_band
@@ -25,7 +25,7 @@ CELL = "bn_b64_sgd1024"
 def wj1_cells(ctx) -> list[dict]:
     p = ctx.params
     extra = (*modes_overrides(ctx, ("running", "precise")), f"schedule.warmup_steps={p['warmup']}")
-    return [bn_cell(ctx, int(p["norm_batch"]), int(p["sgd_batch"]), extra, CELL)]
+    return [bn_cell(ctx, int(p["norm_batch"]), int(p["sgd_batch"][ctx.profile]), extra, CELL)]
 
 
 def _window_curve(ctx, seed: int) -> pd.DataFrame:
@@ -84,7 +84,7 @@ def fig2_ema_vs_precise(ctx):
     total = ctx.runs.final_steps()
     ax.axvspan(low * total, high * total, color="0.9", zorder=0, label="WJ-1's window")
     ax.set(xlabel="training steps", ylabel="test error (%)",
-           title=f"SGD batch {ctx.params['sgd_batch']}, B = {ctx.params['norm_batch']}")
+           title=f"SGD batch {ctx.params['sgd_batch'][ctx.profile]}, B = {ctx.params['norm_batch']}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

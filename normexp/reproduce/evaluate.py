@@ -78,7 +78,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def _git(*args: str) -> str:
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=ROOT)
-        return out.stdout.strip()
+        return out.stdout.rstrip()  # not strip(): a status line starts with a space
     except (OSError, subprocess.SubprocessError):
         return ""
 

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 # Keys that may change when a run dir is resumed or reused: they do not change what is computed.
 # ``train.eval_train_images`` only sets how many training images the clean training-set evaluation reads.
+# ``train.compile`` and ``train.channels_last`` are not among them: both change which kernels run, and so the
+# last bits of every number (a run repeated with the same setting is bit-identical).
 RUNTIME_KEYS = ("train.resume", "train.progress", "train.threads", "train.checkpoint_every",
                 "train.eval_train_images",
-                "train.save_final", "train.compile", "device", "logger", "data.root", "data.download",
+                "train.save_final", "device", "logger", "data.root", "data.download",
                 "data.workers")
 
 

@@ -38,6 +38,17 @@ def test_the_same_seed_gives_bit_identical_records_and_weights(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_conv_net_in_channels_last_repeats_bit_for_bit(tmp_path):
+    """The quick profile's layout (train.channels_last=true): a conv net with BN, crop and flip, run twice."""
+    conv = [*RANDOM_EVERYWHERE, "model=vgg_small", "norm=batch", "train.channels_last=true",
+            "data.batch_size=8", "seed=3"]
+    for name in ("a", "b"):
+        run(compose(conv), tmp_path / name)
+    assert records_of(tmp_path / "a") == records_of(tmp_path / "b")
+    a, b = torch.load(tmp_path / "a" / MODEL), torch.load(tmp_path / "b" / MODEL)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_different_seeds_differ(tmp_path):
     for seed in (3, 4):
         run(compose([*RANDOM_EVERYWHERE, f"seed={seed}"]), tmp_path / str(seed))

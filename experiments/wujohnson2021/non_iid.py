@@ -18,9 +18,13 @@ def wj5_cells(ctx) -> list[dict]:
     batch = int(p["sgd_batch"])
     grouped = ("data.sampler=class_grouped", f"data.classes_per_batch={p['classes_per_batch']}")
     precise = modes_overrides(ctx, ("running", "precise"))
-    return [bn_cell(ctx, batch, batch, precise, "bn_iid"), bn_cell(ctx, batch, batch, (*precise, *grouped),
-                                                                  "bn_grouped"),
-            norm_cell(ctx, "gn", batch, name="gn_iid"), norm_cell(ctx, "gn", batch, grouped, "gn_grouped")]
+    iid = [bn_cell(ctx, batch, batch, precise, "bn_iid"), norm_cell(ctx, "gn", batch, name="gn_iid")]
+    if "data=imagenet" in ctx.params["resnet"][ctx.profile]:  # an image folder streams: no class-grouped draw
+        ctx.notices.append("WJ-5: class-grouped batches need the data in memory (not an image folder): "
+                           "only the i.i.d. cells are planned at this profile")
+        return iid
+    return [*iid, bn_cell(ctx, batch, batch, (*precise, *grouped), "bn_grouped"),
+            norm_cell(ctx, "gn", batch, grouped, "gn_grouped")]
 
 
 def _error(ctx, row) -> float:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+
 
 def printable(text) -> str:
     """``text`` on one line: line breaks and other control characters are shown escaped."""
@@ -24,3 +27,11 @@ def check_choice(key: str, value, allowed) -> None:
     """Refuse ``value`` unless it is one of ``allowed`` (a registry's names or a tuple of values)."""
     if not isinstance(value, (str, int, float, type(None))) or value not in allowed:
         raise ConfigError(key, value, choices(allowed))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A command line parser whose usage errors are one line (``PROG: error: ...``) and exit 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normexp.errors import ConfigError, check_choice
+from normexp.registry import Registry
 
 
 class Norm:
@@ -39,22 +40,13 @@ class Norm:
                               "per batch to compute batch statistics")
 
 
-NORMS: dict[str, type[Norm]] = {}
-
-
-def register(name: str):
-    def add(cls):
-        NORMS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return add
+NORMS = Registry("norm.name")
+register = NORMS.register
 
 
 def norm_class(name: str) -> type[Norm]:
     """The class registered as ``name``; the one check of ``norm.name``."""
-    check_choice("norm.name", name, NORMS)
-    return NORMS[name]
+    return NORMS.lookup(name)
 
 
 def create_norm(name: str, num_channels: int, **options) -> nn.Module:

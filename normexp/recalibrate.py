@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from normexp.checkpoint import save_weights
 from normexp.config import SCHEMA, declared_keys
-from normexp.errors import ConfigError, choices
+from normexp.errors import ConfigError, OneLineParser, choices
 from normexp.evaluation import check_stats_batch, evaluate, statistics_layers, whole_batches
 from normexp.landscape.run import load_run
 from normexp.norms import NORMS, POPULATION_ESTIMATORS, BatchNorm, NormSpec, recompute_running_stats
@@ -37,12 +37,6 @@ from normexp.train import make_loss
 PROG = "normexp-recalibrate"
 SOURCES = ("train", "test")
 WEIGHTS, TABLE = "recalibrated.pt", "recalibrate.csv"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -18,15 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from normexp.errors import ConfigError, choices
+from normexp.errors import ConfigError, OneLineParser, choices
 
 PROG = "normexp-landscape"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def parser() -> argparse.ArgumentParser:

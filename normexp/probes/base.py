@@ -8,17 +8,10 @@ import torch
 from omegaconf import OmegaConf
 
 from normexp.probes.layers import select, weight_layers
+from normexp.registry import Registry
 
-PROBES: dict[str, type[Probe]] = {}
-
-
-def register(name: str):
-    def add(cls):
-        PROBES[name] = cls
-        cls.name = name
-        return cls
-
-    return add
+PROBES = Registry("probes", name_attribute="name")
+register = PROBES.register
 
 
 @dataclass

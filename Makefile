@@ -10,7 +10,7 @@ PROFILE ?= quick
 
 test: setup
 	$(BIN)/ruff check normexp tests scripts experiments
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2   # two test processes, one per core (the tests run one torch thread each)
 
 reproduce: setup
 	$(BIN)/normexp-reproduce --profile $(PROFILE)

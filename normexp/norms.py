@@ -242,8 +242,9 @@ def recompute_running_stats(model: nn.Module, batches, layers: list[nn.Module], 
     _check_population_layers(layers, estimator)
     momenta = [m.momentum for m in layers]
     tracked = [m.num_batches_tracked.clone() for m in layers]
-    pooled = [_Pooled() for _ in layers] if estimator == "precise" else []
-    hooks = [m.register_forward_pre_hook(p) for m, p in zip(layers, pooled, strict=False)]
+    precise = estimator == "precise"
+    pooled = [_Pooled() for _ in layers] if precise else []  # ioffe: the training step's own averages
+    hooks = [m.register_forward_pre_hook(p) for m, p in zip(layers, pooled, strict=True)] if precise else []
     was_training = model.training
     cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()
     devices = [torch.cuda.current_device()] if cuda_in_use else []
@@ -261,7 +262,9 @@ def recompute_running_stats(model: nn.Module, batches, layers: list[nn.Module], 
         for m, momentum in zip(layers, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)
-    for m, p, before in zip(layers, pooled, tracked, strict=False):
+    if not precise:  # ioffe: the pass's plain averages stand; num_batches_tracked counts its batches
+        return
+    for m, p, before in zip(layers, pooled, tracked, strict=True):
         p = p.synced(m)
         if p.n:
             m.running_mean.copy_(p.mean)

@@ -12,6 +12,7 @@ from normexp.data import TensorData
 from normexp.errors import ConfigError
 from normexp.records import MODEL, read_json, read_metrics
 from normexp.train import run
+from tests.test_reliability import _failing_batch
 
 
 @torch.no_grad()
@@ -145,14 +146,7 @@ def test_pair_leaves_the_registered_records_and_training_bit_identical_and_resum
     weights_on, weights_off = torch.load(tmp_path / "on" / MODEL), torch.load(off / MODEL)
     assert all(torch.equal(weights_on[k], weights_off[k]) for k in weights_off)
     # killed at step 12 and resumed from the checkpoint at step 10: the call at step 10 pairs with step 9's
-    real_batch = TensorData.batch
-
-    def failing(self, s):
-        if s == 12:
-            raise RuntimeError("injected fault")
-        return real_batch(self, s)
-
-    monkeypatch.setattr(TensorData, "batch", failing)
+    monkeypatch.setattr(TensorData, "batch", _failing_batch(TensorData.batch, 12))
     with pytest.raises(RuntimeError):
         run(compose(on), tmp_path / "resumed")
     monkeypatch.undo()

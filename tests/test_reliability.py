@@ -125,13 +125,7 @@ def test_sigkill_at_a_random_step_then_rerun_gives_the_uninterrupted_results(tmp
 
 def test_exception_mid_run_is_recorded_failed_and_the_rerun_resumes_exactly(tmp_path, monkeypatch, reference):
     real_batch = TensorData.batch
-
-    def batch(self, step):
-        if step == 17:
-            raise RuntimeError("injected fault at step 17")
-        return real_batch(self, step)
-
-    monkeypatch.setattr(TensorData, "batch", batch)
+    monkeypatch.setattr(TensorData, "batch", _failing_batch(real_batch, 17))
     with pytest.raises(RuntimeError, match="injected fault"):
         train(tmp_path, RESUMABLE)
     summary = read_json(tmp_path / SUMMARY)

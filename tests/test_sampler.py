@@ -12,7 +12,7 @@ from normexp.data import TensorData, build_data
 from normexp.errors import ConfigError
 from normexp.records import CHECKPOINT, SUMMARY, read_json
 from normexp.train import run
-from tests.test_reliability import RESUMABLE, assert_same_run
+from tests.test_reliability import RESUMABLE, _failing_batch, assert_same_run
 
 CPU = torch.device("cpu")
 GROUPED = ["data=mnist5k", "data.train_subset=null", "data.sampler=class_grouped", "data.batch_size=60"]
@@ -108,13 +108,7 @@ def grouped_reference(tmp_path_factory):
 def test_a_class_grouped_run_resumed_from_its_checkpoint_is_bit_identical(tmp_path, monkeypatch,
                                                                           grouped_reference):
     real_batch = TensorData.batch
-
-    def batch(self, step):
-        if step == 17:
-            raise RuntimeError("injected fault at step 17")
-        return real_batch(self, step)
-
-    monkeypatch.setattr(TensorData, "batch", batch)
+    monkeypatch.setattr(TensorData, "batch", _failing_batch(real_batch, 17))
     with pytest.raises(RuntimeError, match="injected fault"):
         run(compose_config(GROUPED_RUN), tmp_path)
     assert (tmp_path / CHECKPOINT).exists() and read_json(tmp_path / SUMMARY)["status"] == "failed"

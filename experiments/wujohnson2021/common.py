@@ -8,11 +8,11 @@ import copy
 import math
 from functools import lru_cache
 
-from normexp.evaluation import evaluate, statistics_layers
 from omegaconf import OmegaConf
 
 from normexp.claims import Cell
 from normexp.claims.regime import check_regime
+from normexp.evaluation import evaluate, statistics_layers
 from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats
 from normexp.reproduce.spec import EXPERIMENTS_DIR, import_folder_module

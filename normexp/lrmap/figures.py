@@ -52,9 +52,7 @@ def heatmap(table: pd.DataFrame, cells: list[MapCell]):
 
 
 def matplotlib_cmap():
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("0.85")  # no lr trains
-    return cmap
+    return matplotlib.colormaps["viridis"].with_extremes(bad="0.85")  # bad: no lr trains
 
 
 def loss_vs_lr(points: pd.DataFrame, cells: list[MapCell], loss: str):

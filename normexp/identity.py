@@ -36,6 +36,7 @@ NEUTRAL = {
     "train.freeze_bn_at": (None, ("train.freeze_bn_images",)),
     "data.sampler": ("iid", ("data.classes_per_batch",)),
     "data.corruption": (None, ("data.corruption_severity", "data.corruption_seed")),
+    "probes.moment_drift.pair": (False, ()),
 }
 
 

@@ -135,7 +135,7 @@ def test_pair_leaves_the_registered_records_and_training_bit_identical_and_resum
                                                                                           monkeypatch):
     off = tmp_path / "off"
     run(compose(PAIR_RUN), off)
-    on = [*PAIR_RUN, "+probes.moment_drift.pair=true"]
+    on = [*PAIR_RUN, "probes.moment_drift.pair=true"]
     run(compose(on), tmp_path / "on")
     registered = lambda r: {k: v for k, v in r.items() if "_rel" not in k and not k.endswith("_1")}  # noqa: E731
     paired = probe_records(tmp_path / "on")

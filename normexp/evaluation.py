@@ -137,10 +137,10 @@ class Evaluator:
 
     def __init__(self, train_cfg, data, loss_fn, classify: bool):
         self.data, self.loss_fn, self.classify = data, loss_fn, classify
-        self.modes = list(train_cfg.get("eval_modes") or ["running"])
-        self.precise_images = int(train_cfg.get("precise_images") or 8192)
-        self.precise_batch = int(train_cfg.get("precise_batch") or data.batch_size)
-        self.stats_batch = int(train_cfg.get("eval_batch_stats") or data.batch_size)
+        self.modes = list(train_cfg.eval_modes)  # configs/config.yaml holds every default
+        self.precise_images = int(train_cfg.precise_images)
+        self.precise_batch = int(train_cfg.precise_batch)
+        self.stats_batch = int(train_cfg.eval_batch_stats)
 
     def __call__(self, model: nn.Module, sets: dict[str, EvalSet]) -> dict[str, dict]:
         """Each set's values (``loss``, ``acc``, ``loss_precise``, ...) in every mode."""

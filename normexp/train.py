@@ -52,11 +52,7 @@ from normexp.config import (
 )
 from normexp.data import build_data
 from normexp.errors import ConfigError
-from normexp.evaluation import (
-    Evaluator,
-    evaluate,  # noqa: F401 - moved there; importers still find it here
-    extra_summary,
-)
+from normexp.evaluation import Evaluator, extra_summary
 from normexp.identity import ABSENT, identity_changes
 from normexp.loggers import build_trackers
 from normexp.models import build_model

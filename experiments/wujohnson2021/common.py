@@ -10,11 +10,11 @@ from functools import lru_cache
 
 from omegaconf import OmegaConf
 
-from normexp.claims import Cell
 from normexp.claims.regime import check_regime
 from normexp.evaluation import evaluate, statistics_layers
 from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats
+from normexp.recalibrate import apply_data_overrides
 from normexp.reproduce.spec import EXPERIMENTS_DIR, import_folder_module
 
 wuhe = import_folder_module(EXPERIMENTS_DIR / "wuhe2018", "common")
@@ -46,9 +46,19 @@ def modes_overrides(ctx, modes: tuple[str, ...]) -> tuple[str, ...]:
     return (f"train.eval_modes=[{','.join(modes)}]", f"train.precise_images={ctx.params['precise_images']}")
 
 
-def summary_error(ctx, name: str, key: str, label: str) -> Cell:
-    """Per seed, the error (%) of a summary accuracy (``test_acc``, ``test_acc_precise``, ...)."""
-    return ctx.runs.cell(name, lambda row: error(row.get(key)), label)
+def error_on_test_set(run, model) -> float:
+    """Test error (%) of ``model`` on a loaded run's test set, in eval mode."""
+    return error(evaluate(model, run.data.test_batches(), run.loss_fn, run.classify)["acc"])
+
+
+def one_slice_copy(model):
+    """A copy of ``model`` whose ghost-BN layers take a whole batch as one slice, so that each batch of a
+    recompute pass is one normalization batch."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, GhostBatchNorm):
+            m.virtual_devices = 1
+    return model
 
 
 @lru_cache(maxsize=1024)
@@ -56,21 +66,17 @@ def shifted_errors(run_dir: str, corruption: str, targets: tuple[int, ...], batc
     """A finished run's test error (%) on the test set corrupted by ``corruption``: with its own (source)
     statistics, and, where it has BN layers, with statistics recomputed by PreciseBN on the first K corrupted
     test images (unlabeled) for each K of ``targets``, in batches of ``batch`` images that are each one
-    normalization batch (ghost BN counts the whole batch as one slice). ``{"source": e, K: e, ...}``."""
-    cfg = OmegaConf.load(f"{run_dir}/config.yaml")
-    cfg.data.corruption = corruption
+    normalization batch (:func:`one_slice_copy`). ``{"source": e, K: e, ...}``."""
+    cfg = apply_data_overrides(OmegaConf.load(f"{run_dir}/config.yaml"), [f"corruption={corruption}"])
     run = load_run(run_dir, cfg=cfg)
-    out = {"source": error(evaluate(run.model, run.data.test_batches(), run.loss_fn, run.classify)["acc"])}
+    out = {"source": error_on_test_set(run, run.model)}
     if not statistics_layers(run.model):
         return out
     for k in targets:
-        model = copy.deepcopy(run.model)
-        for m in model.modules():
-            if isinstance(m, GhostBatchNorm):
-                m.virtual_devices = 1
+        model = one_slice_copy(run.model)
         recompute_running_stats(model, run.data.target_batches(k, min(batch, k)), statistics_layers(model),
                                 "precise")
-        out[k] = error(evaluate(model, run.data.test_batches(), run.loss_fn, run.classify)["acc"])
+        out[k] = error_on_test_set(run, model)
     return out
 
 

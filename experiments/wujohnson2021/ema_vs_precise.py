@@ -4,7 +4,6 @@ number of images and the batch it recomputes with, beside torch's ``update_bn``.
 
 from __future__ import annotations
 
-import copy
 import math
 from functools import lru_cache
 
@@ -12,12 +11,12 @@ import pandas as pd
 import torch
 
 from normexp.claims import Verdict, compare
-from normexp.evaluation import evaluate, statistics_layers
+from normexp.evaluation import statistics_layers
 from normexp.landscape.run import load_run
-from normexp.norms import GhostBatchNorm, recompute_running_stats
+from normexp.norms import recompute_running_stats
 from normexp.plots import figure, seed_band
 
-from .common import bn_cell, error, modes_overrides, regime_beside, wuhe
+from .common import bn_cell, error, error_on_test_set, modes_overrides, one_slice_copy, regime_beside, wuhe
 
 CELL = "bn_b64_sgd1024"
 
@@ -96,23 +95,17 @@ def fig2_ema_vs_precise(ctx):
 def _precise_by_samples(run_dir: str, counts: tuple[int, ...], batches: tuple[int, ...]) -> list[dict]:
     run = load_run(run_dir)
 
-    def test_error(model) -> float:
-        return error(evaluate(model, run.data.test_batches(), run.loss_fn, run.classify)["acc"])
-
     def recomputed(images: int, batch: int, how: str) -> float:
-        model = copy.deepcopy(run.model)
-        for m in model.modules():  # each recompute batch is one normalization batch
-            if isinstance(m, GhostBatchNorm):
-                m.virtual_devices = 1
+        model = one_slice_copy(run.model)
         batches_ = [x for x, _ in run.data.clean_train_batches(images, batch)]
         if how == "update_bn":
             torch.optim.swa_utils.update_bn(batches_, model)
         else:
             recompute_running_stats(model, batches_, statistics_layers(model), "precise")
-        return test_error(model)
+        return error_on_test_set(run, model)
 
     rows = [{"statistics": "EMA (as trained)", "images": None, "batch": None,
-             "test error %": test_error(run.model)}]
+             "test error %": error_on_test_set(run, run.model)}]
     rows += [{"statistics": "PreciseBN", "images": k, "batch": b, "test error %": recomputed(k, b, "precise")}
              for b in batches for k in counts]
     rows += [{"statistics": "torch update_bn", "images": k, "batch": max(batches),

@@ -17,10 +17,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from normexp.data import build_data
+from normexp.evaluation import evaluate
 from normexp.models import build_model
 from normexp.norms import BatchNorm, NormSpec, recompute_population_stats
 from normexp.records import CONFIG, MODEL
-from normexp.train import evaluate, make_loss
+from normexp.train import make_loss
 
 POPULATION_SEED = 10_000  # the fixed training batches of norm.stats=population (normexp.train.Loop.evaluate)
 

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.data import TensorData, build_data
 from normexp.fold import fold_batch_norms
 from normexp.landscape.curvature import HessianOperator, top_eigenvalues
@@ -69,7 +69,8 @@ from normexp.models import build_model
 from normexp.norms import NormSpec
 from normexp.optim import build_optimizer
 from normexp.probes import ProbeSet
-from normexp.train import configure_torch, make_loss, run, seed_everything
+from normexp.runtime import configure_torch, make_loss, seed_everything
+from normexp.train import run
 
 QUIET = ["device=cpu", "train.progress=false", "logger=local", "probes=none"]
 OVERHEAD_CASES = [("mlp", 4, 2000), ("mlp", 128, 1000), ("vgg_small", 4, 600), ("vgg_small", 128, 100)]

@@ -1,36 +1,25 @@
-"""Config composition and validation: every key is checked before any work starts.
+"""Config schema and validation: every key is checked before any work starts.
 
 ``validate(cfg)`` raises :class:`ConfigError` (one line: key, bad value, what is allowed) for the first bad
 key: unknown keys, wrong types, out-of-range values, options a model/norm/optimizer does not take, and
 combinations that cannot work (group sizes, batch size vs batch statistics, a model too deep for the
 input, data missing offline, a device that is not there). ``check_jobs`` composes every job of a command
-line (sweeps expanded) and validates each, so a typo in the 40th job of a sweep stops the sweep before the
-first job trains.
+line (sweeps expanded, ``normexp.compose``) and validates each, so a typo in the 40th job of a sweep stops
+the sweep before the first job trains. The value checks themselves are ``normexp.checks``.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
-import itertools
 import math
-import os
-import re
-import time
-import uuid
 import warnings
-from pathlib import Path
 
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.checks import flag, integer, is_int, is_number, list_of, number, one_of, steps_or_fraction, text
+from normexp.compose import compose_jobs, declared_keys, expand_sweep, job_overrides
 from normexp.data import (
     CORRUPTIONS,
     SAMPLERS,
@@ -40,49 +29,20 @@ from normexp.data import (
     check_normalize,
     data_info,
 )
-from normexp.errors import ConfigError, check_choice, choices
+from normexp.errors import ConfigError, first_line
 from normexp.evaluation import EVAL_MODES, check_eval_modes
 from normexp.loggers import LOGGERS
-from normexp.models import MODELS, build_model
-from normexp.norms import NormSpec, check_freezable, norm_class
-from normexp.optim import check_schedule
+from normexp.models import BUILDER_ARGUMENTS, MODELS, build_model
+from normexp.norms import NORMS, NormSpec, check_freezable
+from normexp.optim import SCHEDULES
 from normexp.probes import ProbeSet
+from normexp.runtime import DEVICES, resolve_device
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEVICES = ("auto", "cpu", "cuda")
-MAX_JOBS_CHECKED = 2000
 SECTIONS = ("seed", "device", "train", "model", "norm", "data", "optim", "schedule", "probes",
             "logger")
-
-
-def new_run_stamp() -> str:
-    """Date/time plus a random suffix: run dirs stay unique for jobs started in the same second."""
-    return time.strftime("%Y-%m-%d/%H-%M-%S-") + uuid.uuid4().hex[:6]
-
-
-# The stamp travels in the environment so parallel launcher workers put a sweep's jobs in one folder.
-if not OmegaConf.has_resolver("normexp_stamp"):
-    OmegaConf.register_new_resolver(
-        "normexp_stamp", lambda: os.environ.get("NORMEXP_RUN_STAMP") or new_run_stamp(), use_cache=True)
-
-
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-
-
-def config_groups() -> list[str]:
-    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
-
-
-@functools.lru_cache
-def declared_keys(group: str, name: str) -> tuple[str, ...]:
-    """The keys the group's yaml files declare for ``name`` (e.g. data=gaussian_linear: dim, n_train, ...)."""
-    keys: dict = {}
-    for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
-        node = OmegaConf.load(path)
-        if node.get("name") == name:
-            keys.update(dict.fromkeys(node.keys()))
-    return tuple(keys)
+# The registries whose entries a config names by key. Optimizers are named by ``optim._target_``, the
+# import path of any torch.optim.Optimizer (Hydra's instantiate is their registry; names would narrow it).
+NAMED = (MODELS, NORMS, SOURCES, SCHEDULES, LOGGERS)
 
 
 # Keys of the fixed sections (top level, train, data, schedule, logger). A key in REQUIRED must be present;
@@ -219,16 +179,6 @@ def _check_sections(cfg) -> None:
             check(key, value)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name not in DEVICES:
-        raise ConfigError("device", name, choices(DEVICES))
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", name, "CUDA is not available on this machine; choose one of: auto, cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def total_steps(cfg, n_train: int) -> int:
     epochs = cfg.train.get("epochs")
     if epochs:
@@ -246,11 +196,6 @@ def freeze_bn_step(fraction, steps: int) -> int | None:
         raise ConfigError("train.freeze_bn_at", fraction, f"freezes after round({fraction} x {steps}) = "
                           f"{step} of the {steps} steps: choose a fraction that leaves steps on both sides")
     return step
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def _check_optimizer(cfg) -> None:
@@ -271,7 +216,7 @@ def _check_optimizer(cfg) -> None:
     try:
         cls([torch.zeros(1, requires_grad=True)], **options)
     except Exception as e:  # noqa: BLE001 - torch checks values with ValueError and friends
-        message = _first_line(e)
+        message = first_line(e)
         key = next((k for k in options if k.replace("_", " ") in message.replace("_", " ").lower()), None)
         key = key or ("lr" if "learning rate" in message else None)
         raise ConfigError(f"optim.{key}" if key else "optim._target_", options.get(key, target),
@@ -288,18 +233,11 @@ def validate(cfg: DictConfig) -> None:
         raw = OmegaConf.to_container(cfg)  # unresolved: the interpolation as written
         for part in key.split(".") if key != "config" else ["-"]:
             raw = raw.get(part) if isinstance(raw, dict) else None
-        raise ConfigError(key, raw, _first_line(e)) from None
-    name_checks = {  # each the check its registry's own code makes
-        "model.name": lambda v: check_choice("model.name", v, MODELS),
-        "norm.name": norm_class,
-        "data.name": lambda v: check_choice("data.name", v, SOURCES),
-        "schedule.name": check_schedule,
-        "logger.name": lambda v: check_choice("logger.name", v, LOGGERS),
-    }
-    for key, check in name_checks.items():
-        value = _select(cfg, key)
+        raise ConfigError(key, raw, first_line(e)) from None
+    for registry in NAMED:
+        value = _select(cfg, registry.key)
         if value is not _ABSENT:
-            check(value)
+            registry.lookup(value)
     _check_sections(cfg)
     resolve_device(cfg.device)
     if cfg.train.steps is None and cfg.train.epochs is None:
@@ -317,9 +255,9 @@ def validate(cfg: DictConfig) -> None:
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     model_options = {k: v for k, v in plain["model"].items() if k not in ("name", "init", "init_scale")}
-    _check_option_types("model", model_options, inspect.signature(MODELS[cfg.model.name]).parameters)
+    _check_option_types("model", model_options, MODELS.options(cfg.model.name, leading=BUILDER_ARGUMENTS))
     _check_option_types("norm", {k: v for k, v in plain["norm"].items() if k not in ("name", "placement")},
-                        inspect.signature(norm_class(cfg.norm.name).__init__).parameters)
+                        NORMS.options(cfg.norm.name, leading=1))
     norm = NormSpec.from_config(cfg.norm)
     norm.check_batch(_check_processes(cfg, batch, norm))
     model = _check_model_runs(cfg, norm, info, batch)
@@ -397,101 +335,8 @@ def _build_and_run_on_meta(cfg, norm, info, batch: int):
         raise
     except Exception as e:  # noqa: BLE001 - shape errors from deep inside torch
         where = f"with norm={norm.name} on data={cfg.data.name} inputs {tuple(info.in_shape)}"
-        raise ConfigError("model", cfg.model.name, f"fails {where}: {_first_line(e)}") from None
+        raise ConfigError("model", cfg.model.name, f"fails {where}: {first_line(e)}") from None
     return model
-
-
-# ---------------------------------------------------------------- command lines
-
-def _hydra_error_to_config_error(error: Exception, overrides: list[str]) -> ConfigError:
-    message = _first_line(error)
-    m = re.search(r"override '([^']+)'", message) or re.search(r"[Kk]ey '([^']+)'", message)
-    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-    key = m.group(1) if m else next((k for k in keys if k and k in message), None)
-    if key is None:
-        return ConfigError("overrides", " ".join(overrides), message)
-    value = next((o.partition("=")[2] for o in overrides if o.lstrip("+~").partition("=")[0] == key), None)
-    if m and ("not in struct" in message or "Could not override" in message or "Could not append" in message):
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        return ConfigError(key, value, f"no such config key{f' under {parent}' if parent else ''} "
-                                       "(use +key=value to add one)")
-    return ConfigError(key, value, message)
-
-
-def _parse(overrides: list[str]):
-    """Hydra's parse of each override; a syntax error names the override that has it."""
-    parser = OverridesParser.create()
-    parsed = []
-    for item in overrides:
-        try:
-            parsed.extend(parser.parse_overrides([item]))
-        except Exception as e:  # noqa: BLE001 - Hydra's parse errors are multi-line
-            key, _, value = item.lstrip("+~").partition("=")
-            raise ConfigError(key or item, value or None, f"cannot be parsed: {_first_line(e)}") from None
-    return parsed
-
-
-def expand_sweep(overrides: list[str]) -> list[list[str]]:
-    """The job list of a multirun command line, as Hydra's basic sweeper builds it (cartesian product)."""
-    axes = []
-    for o in _parse(overrides):
-        if o.is_sweep_override() and o.is_discrete_sweep():
-            key = o.get_key_element()
-            axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
-        else:
-            axes.append([o.input_line])
-    return [list(job) for job in itertools.islice(itertools.product(*axes), MAX_JOBS_CHECKED)]
-
-
-def check_group_choices(job: list[str]) -> None:
-    groups = config_groups()
-    for item in job:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key in groups and value and value not in group_options(key):
-            raise ConfigError(key, value, choices(group_options(key)))
-
-
-def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
-    """The config a job with these overrides gets (Hydra's compose API), errors as ConfigError."""
-    for o in _parse(overrides):
-        if o.is_sweep_override():
-            raise ConfigError(o.get_key_element(), o.input_line.partition("=")[2],
-                              "is a sweep: add -m (--multirun) to run one job per value")
-    check_group_choices(overrides)
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise _hydra_error_to_config_error(e, overrides) from None
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def compose_jobs(jobs: list[list[str]]):
-    """Each job's config, as ``compose`` gives it, one at a time. Jobs that choose the same config groups
-    share one composition; each job's other overrides are applied to a copy the way Hydra applies them
-    (after the groups, in order). A composition takes ~0.1 s, which a sweep of hundreds of jobs feels."""
-    groups, bases = set(config_groups()), {}
-    for job in jobs:
-        chosen = tuple(o for o in job if o.lstrip("+~").partition("=")[0] in groups)
-        if chosen not in bases:
-            bases[chosen] = compose(list(chosen))
-        cfg = bases[chosen].copy()
-        try:
-            ConfigLoaderImpl._apply_overrides_to_config(_parse([o for o in job if o not in chosen]), cfg)
-        except ConfigError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise _hydra_error_to_config_error(e, job) from None
-        yield cfg
-
-
-def job_overrides(overrides: list[str]) -> list[str]:
-    """A command line's overrides without those of ``hydra.*`` (launcher, sweep dir, ...): Hydra's own."""
-    return [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
 
 
 def check_jobs(overrides: list[str], multirun: bool) -> int:

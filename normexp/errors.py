@@ -19,6 +19,12 @@ class ConfigError(ValueError):
         super().__init__(f"{printable(key)}={printable(repr(value))} is not valid: {printable(allowed)}")
 
 
+def first_line(error: Exception) -> str:
+    """An exception's first non-empty line (torch's and Hydra's messages run over several)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def choices(names) -> str:
     return "choose one of: " + ", ".join(sorted(str(n) for n in names))
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from normexp.errors import ConfigError, choices
-
-LOGGERS = ("local", "wandb")
+from normexp.registry import Registry
 
 
 class WandbLogger:
@@ -69,8 +67,10 @@ def sweep_group() -> str | None:
     return str(Path(HydraConfig.get().sweep.dir).resolve())
 
 
+# name -> the tracker beside the run dir's own records (metrics.jsonl, summary.json); local: none
+LOGGERS = Registry("logger.name", {"local": None, "wandb": WandbLogger})
+
+
 def build_trackers(cfg, run_dir: Path, run_name: str) -> list:
-    name = cfg.logger.get("name", "local")
-    if name not in LOGGERS:
-        raise ConfigError("logger.name", name, choices(LOGGERS))
-    return [WandbLogger(cfg, run_dir, run_name)] if name == "wandb" else []
+    tracker = LOGGERS.lookup(cfg.logger.get("name", "local"))
+    return [tracker(cfg, run_dir, run_name)] if tracker else []

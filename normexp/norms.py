@@ -8,7 +8,6 @@ What models, config validation and the training loop need to know about a norm i
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -40,7 +39,7 @@ class Norm:
                               "per batch to compute batch statistics")
 
 
-NORMS = Registry("norm.name")
+NORMS = Registry("norm.name", name_attribute="registry_name")
 register = NORMS.register
 
 
@@ -55,14 +54,12 @@ def create_norm(name: str, num_channels: int, **options) -> nn.Module:
 
 def norm_options(name: str) -> list[str]:
     """The option names a norm accepts (everything in its constructor after num_channels)."""
-    params = list(inspect.signature(NORMS[name].__init__).parameters)
-    return params[2:]
+    return list(NORMS.options(name, leading=1))
 
 
 def norm_settings(name: str, options: dict) -> dict:
     """``options`` with the constructor's defaults for the options not given."""
-    params = list(inspect.signature(NORMS[name].__init__).parameters.values())[2:]
-    return {p.name: options.get(p.name, p.default) for p in params}
+    return {key: options.get(key, p.default) for key, p in NORMS.options(name, leading=1).items()}
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:

@@ -7,13 +7,36 @@ import math
 import torch
 from hydra.utils import instantiate
 
-from normexp.errors import check_choice
+from normexp.registry import Registry
 
-SCHEDULES = ("constant", "step", "cosine", "linear")
+# name -> the lr multiplier at the fraction t of the run, before the warm-up
+SCHEDULES = Registry("schedule.name")
+
+
+@SCHEDULES.register("constant")
+def constant(t: float) -> float:
+    return 1.0
+
+
+@SCHEDULES.register("step")
+def step(t: float, milestones=(0.3, 0.6, 0.9), gamma: float = 0.1) -> float:
+    """lr x gamma at each milestone, a fraction of the run (Wu & He: 0.3, 0.6, 0.9)."""
+    return float(gamma) ** sum(t >= m for m in milestones)
+
+
+@SCHEDULES.register("cosine")
+def cosine(t: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+@SCHEDULES.register("linear")
+def linear(t: float) -> float:
+    """Linear decay to zero."""
+    return max(0.0, 1.0 - t)
 
 
 def check_schedule(name) -> None:
-    check_choice("schedule.name", name, SCHEDULES)
+    SCHEDULES.lookup(name)
 
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -22,23 +45,19 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def lr_factor(cfg, total_steps: int):
-    """step -> multiplier of the base lr. Milestones are fractions of the run (Wu & He: 0.3, 0.6, 0.9)."""
+    """step -> multiplier of the base lr: the schedule's shape times a linear warm-up over
+    ``warmup_steps`` (steps, or a fraction of the run when below 1)."""
     name = cfg.get("name", "constant")
-    check_schedule(name)
+    shape = SCHEDULES.lookup(name)
+    options = {k: cfg[k] for k in SCHEDULES.options(name, leading=1) if cfg.get(k) is not None}
     warmup = cfg.get("warmup_steps", 0) or 0
-    warmup = int(warmup * total_steps) if 0 < warmup < 1 else int(warmup)  # a fraction of the run, or steps
+    warmup = int(warmup * total_steps) if 0 < warmup < 1 else int(warmup)
 
-    def shape(step: int) -> float:
-        t = step / max(total_steps, 1)
-        if name == "constant":
-            return 1.0
-        if name == "step":
-            return float(cfg.get("gamma", 0.1)) ** sum(t >= m for m in cfg.get("milestones", [0.3, 0.6, 0.9]))
-        if name == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        return max(0.0, 1.0 - t)  # linear decay to zero
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return shape(step / max(total_steps, 1), **options) * ramp
 
-    return lambda step: shape(step) * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+    return factor
 
 
 def build_schedule(cfg, optimizer, total_steps: int):

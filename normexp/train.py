@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import random
 import shutil
 import subprocess
 import sys
@@ -22,9 +21,7 @@ import warnings
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -38,18 +35,8 @@ from normexp.checkpoint import (
     set_rng_state,
 )
 from normexp.checkpoint import save_weights as save_model_weights
-from normexp.config import (
-    CONFIG_DIR,
-    check_jobs,
-    compose,
-    expand_sweep,
-    freeze_bn_step,
-    job_overrides,
-    new_run_stamp,
-    resolve_device,
-    total_steps,
-    validate,
-)
+from normexp.compose import CONFIG_DIR, compose, expand_sweep, job_overrides, new_run_stamp
+from normexp.config import check_jobs, freeze_bn_step, total_steps, validate
 from normexp.data import build_data
 from normexp.errors import ConfigError
 from normexp.evaluation import Evaluator, extra_summary
@@ -67,18 +54,9 @@ from normexp.optim import build_optimizer, build_schedule
 from normexp.probes import ProbeSet
 from normexp.records import CHECKPOINT, FINISHED, METRICS, SUMMARY_KEYS, QuietRecord, RunDirBusy, RunRecord
 from normexp.records import writing as writing_run_dir
+from normexp.runtime import configure_torch, make_loss, model_device, resolve_device, seed_everything
 from normexp.sweep import check_launcher
 from normexp.workers import pinned_device, start_warm_workers_early
-
-
-def make_loss(task: str, reduction: str = "mean"):
-    """Cross-entropy (batch mean), or for regression ||f(x) - y||^2 per example, averaged or summed over the
-    batch (``data.reduction``; Santurkar's DLN loss: see experiments/santurkar2018/README.md)."""
-    if task == "regression":
-        if reduction == "sum":
-            return lambda out, y: (out - y).pow(2).sum()
-        return lambda out, y: (out - y).pow(2).sum(dim=1).mean()
-    return F.cross_entropy
 
 
 class Window:
@@ -142,26 +120,6 @@ class Window:
         self.losses = [torch.tensor(v, device=self.device) for v in s["losses"]]
         self.outputs, self.targets, self.carried_correct = [], [], s["correct"]
         self.first_step, self.last = s["first_step"], s["last"]
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def configure_torch(cfg) -> None:
-    if int(cfg.train.threads) > 0:
-        torch.set_num_threads(int(cfg.train.threads))
-    deterministic = bool(cfg.train.deterministic)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
 
 
 def git_commit() -> str | None:

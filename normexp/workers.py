@@ -19,7 +19,7 @@ import sys
 from hydra.experimental.callback import Callback
 
 from normexp import warm_server
-from normexp.config import compose, expand_sweep, job_overrides
+from normexp.compose import compose, expand_sweep, job_overrides
 
 PRELOAD = ["normexp.train", "torch._dynamo"]
 

@@ -19,7 +19,7 @@ SMOKE = ["profile=smoke", *QUIET]
 
 
 def _compose(overrides=(), smoke: bool = True):
-    from normexp.config import compose
+    from normexp.compose import compose
 
     return compose([*(SMOKE if smoke else QUIET), *overrides])
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normexp import config, norms
+from normexp import compose, config, norms
 from normexp.config import validate
 from normexp.errors import ConfigError
 from normexp.models import build_model
@@ -44,9 +44,9 @@ class PixelNorm(norms.Norm, nn.Module):
 def pixel(tmp_path, monkeypatch):
     """``norm=pixel`` available: the class registered, its yaml in a copy of the config dir."""
     configs = tmp_path / "configs"
-    shutil.copytree(config.CONFIG_DIR, configs)
+    shutil.copytree(compose.CONFIG_DIR, configs)
     (configs / "norm" / "pixel.yaml").write_text(PIXEL_YAML)
-    monkeypatch.setattr(config, "CONFIG_DIR", configs)
+    monkeypatch.setattr(compose, "CONFIG_DIR", configs)
     monkeypatch.setattr(config, "_CHECKED_MODELS", {})  # validate's cache of built models, kept apart
     monkeypatch.setitem(norms.NORMS, "pixel", None)  # undone after the test: the name leaves the registry
     norms.register("pixel")(PixelNorm)

@@ -1,22 +1,22 @@
 """Every config group and its registry name the same things: each ``configs/<group>/*.yaml`` names (``name:``)
 an entry of the group's registry, and every registry entry has a YAML that names it; every probe of the
-registry has its section in ``configs/probes/all.yaml``. A class without its YAML, or a YAML naming nothing,
-fails here rather than at a user's command line."""
+registry has its section in ``configs/probes/all.yaml``; every optimizer YAML's ``_target_`` imports a
+torch.optim.Optimizer. A class without its YAML, or a YAML naming nothing, fails here rather than at a user's
+command line."""
 
+import importlib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from normexp.config import CONFIG_DIR
-from normexp.data import SOURCES
-from normexp.loggers import LOGGERS
-from normexp.models import MODELS
-from normexp.norms import NORMS
-from normexp.optim import SCHEDULES
+from normexp.compose import CONFIG_DIR, config_groups
+from normexp.config import NAMED
+from normexp.errors import ConfigError
 from normexp.probes import PROBES
 
-REGISTRIES = {"norm": NORMS, "model": MODELS, "data": SOURCES, "schedule": SCHEDULES, "logger": LOGGERS}
+REGISTRIES = {registry.group: registry for registry in NAMED}  # the registries validate() loops over
 
 
 def named(group: str) -> dict[str, str]:
@@ -39,3 +39,22 @@ def test_every_probe_has_its_section_in_the_all_probes_config():
     assert set(PROBES) <= set(sections)
     for name in PROBES:
         assert set(PROBES[name].defaults) <= set(sections[name]) | {"every"}, name
+
+
+def test_every_config_group_is_a_registry_the_probes_or_the_optimizers():
+    assert set(config_groups()) == set(REGISTRIES) | {"probes", "optim", "launcher", "profile"}
+
+
+@pytest.mark.parametrize("path", sorted(Path(CONFIG_DIR, "optim").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_optimizer_config_targets_a_torch_optimizer(path):
+    module, _, name = yaml.safe_load(path.read_text())["_target_"].rpartition(".")
+    assert issubclass(getattr(importlib.import_module(module), name), torch.optim.Optimizer)
+
+
+@pytest.mark.parametrize("registry", NAMED, ids=lambda r: r.key)
+def test_a_registry_refuses_an_unknown_name_in_one_line_naming_the_key_and_every_choice(registry):
+    with pytest.raises(ConfigError) as error:
+        registry.lookup("no_such_thing")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{registry.key}='no_such_thing'")
+    assert all(name in message for name in registry)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.records import MODEL, read_json, read_metrics
 from normexp.train import run
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from normexp.config import compose, validate
+from normexp.compose import compose
+from normexp.config import validate
 from normexp.data import TensorData
 from normexp.errors import ConfigError
 from normexp.evaluation import statistics_layers

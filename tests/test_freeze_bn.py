@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from normexp import train as train_module
-from normexp.config import compose as compose_config
+from normexp.compose import compose as compose_config
 from normexp.config import validate
 from normexp.data import build_data, clean_train_indices
 from normexp.errors import ConfigError

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.records import FINISHED, LOCK, MODEL, SUMMARY, RunDirBusy, read_json, read_metrics
 from normexp.sweep import job_key
 from normexp.train import run

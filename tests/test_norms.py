@@ -39,7 +39,7 @@ def _per_channel(v, x):
 
 
 def test_registry_has_every_configured_norm():
-    from normexp.config import group_options
+    from normexp.compose import group_options
 
     assert set(group_options("norm")) == set(NORMS)
 

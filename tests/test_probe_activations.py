@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from _probe_helpers import batch, measure, model
 
-from normexp.config import compose, validate
+from normexp.compose import compose
+from normexp.config import validate
 from normexp.errors import ConfigError
 
 

@@ -9,7 +9,8 @@ import torch
 from _probe_helpers import batch, model, probe_set
 
 import normexp.train as train
-from normexp.config import compose, validate
+from normexp.compose import compose
+from normexp.config import validate
 from normexp.errors import ConfigError
 from normexp.probes import PROBES
 

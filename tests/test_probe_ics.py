@@ -9,7 +9,7 @@ import torch
 from _probe_helpers import batch, measure, model
 
 from normexp.probes.layers import weight_layers
-from normexp.train import make_loss
+from normexp.runtime import make_loss
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])

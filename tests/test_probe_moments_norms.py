@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from _probe_helpers import batch, model, probe_set
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.data import TensorData
 from normexp.errors import ConfigError
 from normexp.records import MODEL, read_json, read_metrics

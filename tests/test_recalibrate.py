@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.data import TensorData
 from normexp.evaluation import statistics_layers
 from normexp.models import build_model

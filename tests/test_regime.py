@@ -13,7 +13,7 @@ import torch
 from normexp.claims import Runs
 from normexp.claims.regime import check_regime, gate, regime_table
 from normexp.claims.verdict import PASS, Verdict
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.data import TensorData, clean_train_indices
 from normexp.errors import ConfigError
 from normexp.models import build_model

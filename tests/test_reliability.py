@@ -27,7 +27,7 @@ import torch
 from normexp import records, results
 from normexp.checkpoint import UnsafeCheckpoint, load_checkpoint, rng_state, set_rng_state
 from normexp.claims import Runs
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.data import TensorData
 from normexp.errors import ConfigError
 from normexp.probes import PROBES, Probe

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.errors import ConfigError
 from normexp.reproduce import command as reproduce
 from normexp.reproduce import execute, plan, spec

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from normexp import train
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.errors import ConfigError
 from normexp.identity import RUNTIME_KEYS, identity_key, is_runtime_key, run_identity
 from normexp.records import CONFIG, LOCK, SUMMARY, RunRecord, read_json

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normexp.config import compose as compose_config
+from normexp.compose import compose as compose_config
 from normexp.config import validate
 from normexp.data import TensorData, build_data
 from normexp.errors import ConfigError

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from normexp.claims import FAIL, INCONCLUSIVE, PASS, Runs, paired_difference, probe_costs, probe_median
-from normexp.config import compose, validate
+from normexp.compose import compose
+from normexp.config import validate
 from normexp.errors import ConfigError
 from normexp.reproduce.plan import Context
 from normexp.reproduce.spec import discover
-from normexp.train import make_loss
+from normexp.runtime import make_loss
 
 EXPERIMENT = "santurkar2018/vgg_dln"
 COLUMNS = ["cell", "seed", "status", "train_acc", "train_loss", "steps", "planned_steps", "wall_seconds",

@@ -117,7 +117,7 @@ def test_wandb_runs_of_a_sweep_share_its_group(compose, tmp_path, monkeypatch):
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from normexp.config import compose as compose_with_hydra
+    from normexp.compose import compose as compose_with_hydra
     from normexp.loggers import WandbLogger
 
     calls = []

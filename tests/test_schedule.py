@@ -6,7 +6,8 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from normexp.config import compose, validate
+from normexp.compose import compose
+from normexp.config import validate
 from normexp.errors import ConfigError
 from normexp.optim import lr_factor
 

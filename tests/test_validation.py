@@ -14,17 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from normexp.config import (
-    CONFIG_DIR,
-    SECTIONS,
-    check_jobs,
-    compose,
-    compose_jobs,
-    config_groups,
-    expand_sweep,
-    group_options,
-    validate,
-)
+from normexp.compose import CONFIG_DIR, compose, compose_jobs, config_groups, expand_sweep, group_options
+from normexp.config import SECTIONS, check_jobs, validate
 from normexp.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -329,7 +329,7 @@ def test_paper_profile_cell_trains_two_steps_on_a_tiny_imagenet_folder(tmp_path)
     batch 16): composed as planned, with the data root pointed at a tiny folder and two steps."""
     from PIL import Image
 
-    from normexp.config import compose
+    from normexp.compose import compose
     from normexp.models import build_model
     from normexp.norms import NormSpec
     from normexp.train import run

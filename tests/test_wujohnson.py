@@ -180,12 +180,13 @@ def test_wj4_recomputes_each_batch_as_one_normalization_batch_on_the_corrupted_t
     the running statistics."""
     import torch
 
-    from normexp.config import compose
+    from normexp.compose import compose
     from normexp.data import TensorData, target_indices
     from normexp.evaluation import evaluate, statistics_layers
     from normexp.models import build_model
     from normexp.norms import NormSpec, recompute_running_stats
-    from normexp.train import make_loss, run
+    from normexp.runtime import make_loss
+    from normexp.train import run
 
     tiny = ["profile=smoke", "model=mlp", "device=cpu", "train.threads=1", "train.progress=false",
             "data=mnist5k", "data.train_subset=300", "data.test_subset=200", "train.steps=30",

@@ -21,7 +21,7 @@ from normexp.evaluation import evaluate
 from normexp.models import build_model
 from normexp.norms import BatchNorm, NormSpec, recompute_population_stats
 from normexp.records import CONFIG, MODEL
-from normexp.train import make_loss
+from normexp.runtime import make_loss
 
 POPULATION_SEED = 10_000  # the fixed training batches of norm.stats=population (normexp.train.Loop.evaluate)
 

@@ -11,13 +11,12 @@ import torch
 from omegaconf import OmegaConf
 
 from normexp.checkpoint import safe_load
-from normexp.config import resolve_device
 from normexp.data import build_data
 from normexp.errors import ConfigError
 from normexp.models import build_model
 from normexp.norms import NormSpec
 from normexp.records import CHECKPOINT, CONFIG, MODEL
-from normexp.train import make_loss
+from normexp.runtime import make_loss, resolve_device
 
 CHECKPOINTS = {"model": MODEL, "checkpoint": CHECKPOINT}  # the final weights, the last training checkpoint
 

@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from normexp.config import compose, resolve_device, validate
+from normexp.compose import compose
+from normexp.config import validate
 from normexp.data import build_data
 from normexp.errors import ConfigError, choices
 from normexp.lrmap.run import MapRun
 from normexp.models import build_model
 from normexp.norms import NormSpec
 from normexp.optim import build_optimizer
-from normexp.train import make_loss, seed_everything
+from normexp.runtime import make_loss, resolve_device, seed_everything
 
 
 @dataclass

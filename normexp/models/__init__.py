@@ -7,32 +7,33 @@ place.
 
 from __future__ import annotations
 
-import inspect
-
 from torch import nn
 
-from normexp.errors import ConfigError, check_choice, choices
+from normexp.errors import ConfigError, choices
 from normexp.models.dln import dln
 from normexp.models.mlp import mlp
 from normexp.models.resnet import resnet_cifar
 from normexp.models.vgg import vgg
 from normexp.models.zoo import tv_resnet
 from normexp.norms import NormSpec
+from normexp.registry import Registry
 
-MODELS = {"mlp": mlp, "dln": dln, "vgg": vgg, "resnet_cifar": resnet_cifar, "tv_resnet": tv_resnet}
+MODELS = Registry("model.name", {"mlp": mlp, "dln": dln, "vgg": vgg, "resnet_cifar": resnet_cifar,
+                                 "tv_resnet": tv_resnet})
+BUILDER_ARGUMENTS = 3  # in_shape, num_classes, norm: what every builder gets before its options
 INITS = ("torch", "glorot", "kaiming")
 _NOT_MODEL_OPTIONS = ("name", "variant", "init", "init_scale")
 
 
 def build_model(cfg, norm: NormSpec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     name = cfg.get("name")
-    check_choice("model.name", name, MODELS)
+    builder = MODELS.lookup(name)
     options = {k: v for k, v in dict(cfg).items() if k not in _NOT_MODEL_OPTIONS}
-    allowed = list(inspect.signature(MODELS[name]).parameters)[3:]
+    allowed = list(MODELS.options(name, leading=BUILDER_ARGUMENTS))
     for key, value in options.items():
         if key not in allowed:
             raise ConfigError(f"model.{key}", value, f"model={name} takes options: {', '.join(allowed)}")
-    model = MODELS[name](tuple(in_shape), num_classes, norm, **options)
+    model = builder(tuple(in_shape), num_classes, norm, **options)
     init_weights(model, cfg.get("init", "torch"), float(cfg.get("init_scale", 1.0)))
     return model
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from normexp.claims import Pending, Runs
-from normexp.config import compose, total_steps, validate
+from normexp.compose import compose
+from normexp.config import total_steps, validate
 from normexp.data import fashion_mnist_available, load_arrays
 from normexp.errors import ConfigError
 from normexp.records import RunDirBusy, writing

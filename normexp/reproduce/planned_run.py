@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normexp.config import compose
+from normexp.compose import compose
 from normexp.identity import identity_changes
 from normexp.records import CONFIG, FINISHED, SUMMARY, read_json
 

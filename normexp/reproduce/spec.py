@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from normexp.claims import format_value
-from normexp.config import CONFIG_DIR, group_options
+from normexp.compose import CONFIG_DIR, group_options
 from normexp.errors import ConfigError, choices
 
 ROOT = CONFIG_DIR.parent

@@ -93,7 +93,7 @@ def _recalibration_batches(data, source: str, samples: int, batch: int) -> tuple
         images, batch = whole_batches(samples, data.n_train, batch)
         return [x for x, _ in data.clean_train_batches(images, batch)], images
     images, batch = whole_batches(samples, len(data.y_test), batch)
-    return list(data.x_test[:images].split(batch)), images
+    return list(data.target_batches(images, batch)), images  # the K target images WJ-4 recalibrates on
 
 
 def recalibrate(args) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import REPO
 
 from normexp.compose import compose
-from normexp.data import TensorData
+from normexp.data import TARGET_SEED, TensorData
 from normexp.evaluation import statistics_layers
 from normexp.models import build_model
 from normexp.norms import NormSpec, recompute_running_stats
@@ -77,8 +77,9 @@ def test_after_equals_an_independent_recompute_of_the_saved_weights(bn_run, tmp_
 
 
 def test_recalibrating_on_the_first_test_images_of_a_data_override(bn_run, tmp_path):
-    """--data test_subset=100 --source test: the first 60 of those 100 test images, in two batches of 30, with
-    Ioffe's estimator; all 100 evaluated."""
+    """--data test_subset=100 --source test: the first 60 of those 100 test images in the fixed random order of
+    the target images (a permutation seeded by TARGET_SEED; the stored order is sorted by class in mnist5k), in
+    two batches of 30, with Ioffe's estimator; all 100 evaluated."""
     cfg, run_dir = bn_run
     args = [str(run_dir), "--data", "test_subset=100", "--source", "test", "--samples", "60", "--batch-size",
             "30", "--estimator", "ioffe", "--out", str(tmp_path)]
@@ -86,7 +87,10 @@ def test_recalibrating_on_the_first_test_images_of_a_data_override(bn_run, tmp_p
     table = pd.read_csv(tmp_path / TABLE).set_index("statistics")
     data = TensorData(compose([*TINY, "norm=batch", "data.test_subset=100"]).data, torch.device("cpu"), 0)
     model = _model(cfg, run_dir, data)
-    recompute_running_stats(model, [data.x_test[:30], data.x_test[30:60]], statistics_layers(model), "ioffe")
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(TARGET_SEED))[:60]
+    assert not torch.equal(order.sort().values, torch.arange(60))  # not the stored order's first 60
+    target = data.x_test[order]
+    recompute_running_stats(model, [target[:30], target[30:]], statistics_layers(model), "ioffe")
     error, loss = _test_error_and_loss(model, data)
     assert len(data.y_test) == 100
     assert table.loc["recalibrated", "test_error"] == pytest.approx(error, abs=1e-12)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from normexp.errors import ConfigError, check_choice
-from normexp.norms import LpBatchNorm, recompute_running_stats
+from normexp.norms import LpBatchNorm, bn_layers, recompute_running_stats, statistics_layers
 
 EVAL_MODES = ("running", "precise", "batch")
 METRICS = ("loss", "acc")
@@ -67,18 +67,6 @@ def evaluate(model, batches, loss_fn, classify: bool) -> dict:
         return score(((model(x), y) for x, y in batches), loss_fn, classify)
     finally:
         model.train(was_training)
-
-
-def bn_layers(model: nn.Module) -> list[nn.Module]:
-    """Every BN layer (the registry's kinds and torch's): what train mode switches to batch statistics."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def statistics_layers(model: nn.Module) -> list[nn.Module]:
-    """The BN layers whose running statistics are estimated from batches (not ``frozen_batch``'s, which are
-    fixed): what PreciseBN and ``normexp-recalibrate`` recompute."""
-    return [m for m in bn_layers(model)
-            if m.running_mean is not None and getattr(type(m), "uses_batch_statistics", True)]
 
 
 @contextlib.contextmanager

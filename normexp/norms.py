@@ -541,11 +541,22 @@ def freeze_batch_norms(model: nn.Module) -> int:
 
 
 @torch.no_grad()
+def bn_layers(model: nn.Module) -> list[nn.Module]:
+    """Every BN layer (the registry's kinds and torch's): what train mode switches to batch statistics."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def statistics_layers(model: nn.Module) -> list[nn.Module]:
+    """The BN layers whose running statistics are estimated from batches (not ``frozen_batch``'s, which are
+    fixed): what PreciseBN and ``normexp-recalibrate`` recompute."""
+    return [m for m in bn_layers(model)
+            if m.running_mean is not None and getattr(type(m), "uses_batch_statistics", True)]
+
+
 def freeze_with_precise_stats(model: nn.Module, batches) -> int:
     """``train.freeze_bn_at``: population statistics of every BN layer from one pass over ``batches``
     (:func:`recompute_running_stats`, the ``precise`` estimator), then :func:`freeze_batch_norms`."""
-    layers = [m for m in model.modules() if isinstance(m, BatchNorm)]
-    recompute_running_stats(model, batches, layers, "precise")
+    recompute_running_stats(model, batches, statistics_layers(model), "precise")
     return freeze_batch_norms(model)
 
 

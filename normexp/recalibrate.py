@@ -29,9 +29,16 @@ from normexp.checkpoint import save_weights
 from normexp.compose import declared_keys
 from normexp.config import SCHEMA
 from normexp.errors import ConfigError, OneLineParser, choices
-from normexp.evaluation import check_stats_batch, evaluate, statistics_layers, whole_batches
+from normexp.evaluation import check_stats_batch, evaluate, whole_batches
 from normexp.landscape.run import load_run
-from normexp.norms import NORMS, POPULATION_ESTIMATORS, BatchNorm, NormSpec, recompute_running_stats
+from normexp.norms import (
+    NORMS,
+    POPULATION_ESTIMATORS,
+    BatchNorm,
+    NormSpec,
+    recompute_running_stats,
+    statistics_layers,
+)
 from normexp.records import CONFIG, MODEL, atomic_write_text
 from normexp.runtime import make_loss
 

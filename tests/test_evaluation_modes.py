@@ -15,10 +15,9 @@ from normexp.compose import compose
 from normexp.config import validate
 from normexp.data import TensorData
 from normexp.errors import ConfigError
-from normexp.evaluation import statistics_layers
 from normexp.identity import identity_key, run_identity
 from normexp.models import build_model
-from normexp.norms import NormSpec, recompute_running_stats
+from normexp.norms import NormSpec, recompute_running_stats, statistics_layers
 from normexp.records import MODEL, read_metrics
 from normexp.results import load_runs
 from normexp.train import run

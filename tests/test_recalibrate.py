@@ -15,9 +15,8 @@ from conftest import REPO
 
 from normexp.compose import compose
 from normexp.data import TARGET_SEED, TensorData
-from normexp.evaluation import statistics_layers
 from normexp.models import build_model
-from normexp.norms import NormSpec, recompute_running_stats
+from normexp.norms import NormSpec, recompute_running_stats, statistics_layers
 from normexp.recalibrate import TABLE, WEIGHTS, main
 from normexp.train import run
 
@@ -77,9 +76,9 @@ def test_after_equals_an_independent_recompute_of_the_saved_weights(bn_run, tmp_
 
 
 def test_recalibrating_on_the_first_test_images_of_a_data_override(bn_run, tmp_path):
-    """--data test_subset=100 --source test: the first 60 of those 100 test images in the fixed random order of
-    the target images (a permutation seeded by TARGET_SEED; the stored order is sorted by class in mnist5k), in
-    two batches of 30, with Ioffe's estimator; all 100 evaluated."""
+    """--data test_subset=100 --source test: the first 60 of those 100 test images in the fixed random order
+    of the target images (a permutation seeded by TARGET_SEED; the stored order is sorted by class in
+    mnist5k), in two batches of 30, with Ioffe's estimator; all 100 evaluated."""
     cfg, run_dir = bn_run
     args = [str(run_dir), "--data", "test_subset=100", "--source", "test", "--samples", "60", "--batch-size",
             "30", "--estimator", "ioffe", "--out", str(tmp_path)]

@@ -182,9 +182,9 @@ def test_wj4_recomputes_each_batch_as_one_normalization_batch_on_the_corrupted_t
 
     from normexp.compose import compose
     from normexp.data import TensorData, target_indices
-    from normexp.evaluation import evaluate, statistics_layers
+    from normexp.evaluation import evaluate
     from normexp.models import build_model
-    from normexp.norms import NormSpec, recompute_running_stats
+    from normexp.norms import NormSpec, recompute_running_stats, statistics_layers
     from normexp.runtime import make_loss
     from normexp.train import run
 

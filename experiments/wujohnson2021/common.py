@@ -11,9 +11,9 @@ from functools import lru_cache
 from omegaconf import OmegaConf
 
 from normexp.claims.regime import check_regime
-from normexp.evaluation import evaluate, statistics_layers
+from normexp.evaluation import evaluate
 from normexp.landscape.run import load_run
-from normexp.norms import GhostBatchNorm, recompute_running_stats
+from normexp.norms import GhostBatchNorm, recompute_running_stats, statistics_layers
 from normexp.recalibrate import apply_data_overrides
 from normexp.reproduce.spec import EXPERIMENTS_DIR, import_folder_module
 

@@ -11,9 +11,8 @@ import pandas as pd
 import torch
 
 from normexp.claims import Verdict, compare
-from normexp.evaluation import statistics_layers
 from normexp.landscape.run import load_run
-from normexp.norms import recompute_running_stats
+from normexp.norms import recompute_running_stats, statistics_layers
 from normexp.plots import figure, seed_band
 
 from .common import bn_cell, error, error_on_test_set, modes_overrides, one_slice_copy, regime_beside, wuhe

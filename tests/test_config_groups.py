@@ -58,3 +58,17 @@ def test_a_registry_refuses_an_unknown_name_in_one_line_naming_the_key_and_every
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"{registry.key}='no_such_thing'")
     assert all(name in message for name in registry)
+
+
+def test_every_probe_has_its_row_in_docs_probes_records_table_with_its_options():
+    """docs/probes.md's table (| `name` | `option` (default), ... | keys |) is checked against the registry:
+    a probe added without its row, or an option renamed in the class only, fails here."""
+    rows = {}
+    for line in Path(CONFIG_DIR.parent, "docs", "probes.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in PROBES:
+            rows[cells[0].strip("`")] = cells[1]
+    assert set(rows) == set(PROBES)
+    for name, options in rows.items():
+        documented = [part.split("`")[1] for part in options.split("), ") if "`" in part]
+        assert documented == list(PROBES[name].defaults), name

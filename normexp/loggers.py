@@ -7,6 +7,8 @@ import os
 import warnings
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from normexp.registry import Registry
@@ -18,7 +20,7 @@ class WandbLogger:
     def __init__(self, cfg, run_dir: Path, run_name: str):
         self.run = None
         try:
-            import wandb
+            import wandb  # lazy: optional
 
             lcfg = cfg.logger
             os.environ.setdefault("WANDB_SILENT", "true")
@@ -59,8 +61,6 @@ class WandbLogger:
 
 def sweep_group() -> str | None:
     """The sweep dir of the Hydra multirun this job belongs to: the runs of one sweep share a wandb group."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None

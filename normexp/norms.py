@@ -576,7 +576,7 @@ class SyncBatchNorm(BatchNorm):
         synced = self.training and dist.is_available() and dist.is_initialized() and x.device.type != "meta"
         if not synced:
             return super().forward(x)
-        from torch.distributed._functional_collectives import all_reduce  # differentiable
+        from torch.distributed._functional_collectives import all_reduce  # lazy: distributed (differentiable)
 
         group = self.process_group or dist.group.WORLD
         dims = _reduce_dims(x)

@@ -15,6 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms as mtransforms  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from normexp.errors import ConfigError, choices  # noqa: E402
@@ -45,9 +47,6 @@ def save_figure(fig, stem, command: str, dpi: int = 130) -> list[Path]:
 def mark_diverged_at_top(ax, xs, color) -> None:
     """An x at the top of the panel at each of ``xs`` (runs that diverged have no value to plot); the x axis
     is widened to show them."""
-    import matplotlib.transforms as mtransforms
-    import numpy as np
-
     xs = np.asarray(list(xs), dtype=float)
     if not len(xs):
         return

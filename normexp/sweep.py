@@ -15,6 +15,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.errors import ConfigError
@@ -44,8 +45,6 @@ class SkipFinished:
         self.launcher, self.config_loader, self.config = launcher, config_loader, config
 
     def launch(self, job_overrides, initial_job_idx: int):
-        from hydra.core.utils import JobReturn, JobStatus
-
         first_of_dir, same_as, finished = {}, {}, {}
         for i, overrides in enumerate(job_overrides):
             run_dir = job_dir(self.config_loader.load_sweep_config(self.config, list(overrides)))

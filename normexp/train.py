@@ -22,7 +22,11 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra._internal.utils import get_args_parser
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from normexp import __version__, distributed, lifecycle
@@ -292,8 +296,6 @@ class Loop:
         cfg, model = self.cfg, self.model
         forward = model
         if distributed.active():
-            from torch.nn.parallel import DistributedDataParallel
-
             device = model_device(model)
             forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         forward = torch.compile(forward) if cfg.train.compile else forward
@@ -437,9 +439,6 @@ def _exit_error(error: Exception, status: int = 2) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
@@ -465,8 +464,6 @@ def main(cfg: DictConfig):
 
 
 def cli() -> None:
-    from hydra._internal.utils import get_args_parser
-
     args = get_args_parser().parse_args(sys.argv[1:])
     world = distributed.torchrun_world()
     try:

@@ -11,11 +11,14 @@ context). Its objects are frozen for the collector and it exits without tearing 
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import sys
 
+import torch
 from hydra.experimental.callback import Callback
 
 from normexp import warm_server
@@ -29,7 +32,7 @@ def use_warm_workers(also: tuple[str, ...] = ()) -> bool:
     server now so its imports overlap this process's own work. Returns whether it did."""
     if sys.platform != "linux":
         return False
-    from joblib.externals.loky.backend.context import set_start_method
+    from joblib.externals.loky.backend.context import set_start_method  # lazy: start-up
 
     # by module object, not a string: the server skips preloads that fail to import, silently
     multiprocessing.set_forkserver_preload([*PRELOAD, *also, warm_server.__name__])
@@ -74,15 +77,10 @@ def pinned_device() -> str | None:
     folder = os.environ.get(SLOTS_ENV)
     if not folder:
         return None
-    import torch
-
     count = int(os.environ.get(FAKE_DEVICES_ENV) or 0) or torch.cuda.device_count()
     if count == 0:
         return None
     if _held_slot is None:
-        import fcntl
-        import itertools
-
         os.makedirs(folder, exist_ok=True)
         for slot in itertools.count():
             lock = open(os.path.join(folder, str(slot)), "a")  # noqa: SIM115 - held until the process ends

@@ -1,5 +1,6 @@
 """scripts/import_graph.py on a package written here (its circles, lazy imports and upward imports known by
-construction), and the package's own graph: one circle left, every function-local import with its reason."""
+construction), and the package's own graph: no circle, no import back up a layer, every function-local import
+with its reason."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def test_a_package_written_here(tmp_path):
     assert [(i.source, i.target) for i in graph.back_up] == [("pkg.sub.c", "pkg.d")]
 
 
-def test_normexp_has_no_import_circle_and_every_lazy_import_says_why():
+def test_normexp_has_no_import_circle_no_import_back_up_and_every_lazy_import_says_why():
     graph = import_graph.analyse(REPO / "normexp")
     assert graph.circles == []
-    unexplained = [f"{i.source}:{i.line} -> {i.target}" for i in graph.internal if i.local and not i.reason]
-    assert unexplained == []
+    assert [f"{i.source}:{i.line} -> {i.target}" for i in graph.back_up] == []
+    unexplained = [f"{i.source}:{i.line} -> {i.target}" for i in graph.imports if i.local and not i.reason]
+    assert unexplained == []  # the package's own modules and third-party ones alike

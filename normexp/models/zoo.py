@@ -14,7 +14,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 def tv_resnet(in_shape, num_classes: int, norm: NormSpec, arch: str = "resnet50", zero_init_last: bool = True,
               small_input_stem: bool = False):
     """``small_input_stem`` swaps the 7x7/2 stem and max-pool for a 3x3/1 conv, for 28-32 pixel images."""
-    import torchvision  # imported here: it costs more than a second of start-up
+    import torchvision  # lazy: start-up (more than a second)
 
     if arch not in ARCHS:
         raise ConfigError("model.arch", arch, choices(ARCHS))

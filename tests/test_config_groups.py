@@ -14,6 +14,7 @@ import yaml
 from normexp.compose import CONFIG_DIR, config_groups
 from normexp.config import NAMED
 from normexp.errors import ConfigError
+from normexp.models import BUILDER_ARGUMENTS
 from normexp.probes import PROBES
 
 REGISTRIES = {registry.group: registry for registry in NAMED}  # the registries validate() loops over
@@ -72,3 +73,24 @@ def test_every_probe_has_its_row_in_docs_probes_records_table_with_its_options()
     for name, options in rows.items():
         documented = [part.split("`")[1] for part in options.split("), ") if "`" in part]
         assert documented == list(PROBES[name].defaults), name
+
+
+LEADING = {"norm": 1, "model": BUILDER_ARGUMENTS, "schedule": 1}  # arguments before a builder's options
+
+
+def restates_defaults(node: dict, options: dict) -> bool:
+    plain = {k: list(p.default) if isinstance(p.default, tuple) else p.default for k, p in options.items()}
+    return all(value == plain[key] for key, value in node.items() if key in plain)
+
+
+@pytest.mark.parametrize("group", sorted(LEADING))
+def test_each_entry_has_a_yaml_that_restates_its_builders_defaults_exactly(group):
+    """The defaults live in the builder's signature. Of the YAMLs naming an entry, one restates them exactly
+    (configs/model/vgg_small.yaml for vgg, resnet50.yaml for tv_resnet); the others are presets (vgg11,
+    resnet18). A default changed in one place only fails here."""
+    registry, restating = REGISTRIES[group], set()
+    for path in sorted(Path(CONFIG_DIR, group).glob("*.yaml")):
+        node = yaml.safe_load(path.read_text())
+        if restates_defaults(node, registry.options(node["name"], leading=LEADING[group])):
+            restating.add(node["name"])
+    assert set(registry) - restating == set()

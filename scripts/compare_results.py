@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-# columns and keys that record where and how long, not what was computed
-IGNORED = re.compile(r"(^|[./_])(wall_seconds|seconds|run_seconds|steps_per_second|run_dir|dir|path|"
+# columns and keys that record where and how long, not what was computed (a table's markdown in claims.json
+# renders its CSV, which is compared on its own; probe cost tables are timings)
+IGNORED = re.compile(r"(^|[./_])(wall_seconds|seconds|run_seconds|steps_per_second|share_of_run|markdown|"
+                     r"run_dir|dir|path|init_from|"
                      r"code_version|commit|run_commits|uncommitted|created|date|host|environment|versions|cpu|gpu|command|"
                      r"started|finished|invocation|wall)($|[./_])")
 
@@ -29,7 +31,14 @@ def ignored(name: str) -> bool:
     return bool(IGNORED.search(str(name)))
 
 
+def where_free(value):
+    """A string with the folder a reproduction ran in cut off its paths (``/any/where/outputs/x`` ->
+    ``outputs/x``): the same run made in another clone."""
+    return re.sub(r"/\S*?/outputs/", "outputs/", value) if isinstance(value, str) else value
+
+
 def same(a, b) -> bool:
+    a, b = where_free(a), where_free(b)
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b

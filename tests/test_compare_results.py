@@ -1,5 +1,6 @@
-"""scripts/compare_results.py on folders written here: equal but for timings, paths and versions passes; one
-changed value, a changed row count or a file on one side only fails, naming the file and the value."""
+"""scripts/compare_results.py on folders written here: equal but for timings, paths (also inside a value) and
+versions passes; one changed value, a changed row count or a file on one side only fails, naming the file
+and the value."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ _spec = importlib.util.spec_from_file_location("compare_results", REPO / "script
 compare_results = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare_results)
 
-RUNS = "cell,seed,test_acc,wall_seconds,run_dir\nbn,0,0.875,12.5,/a/bn/seed0\ngn,0,0.8125,9.0,/a/gn/seed0\n"
+RUNS = ("cell,seed,test_acc,wall_seconds,run_dir,overrides\n"
+        "bn,0,0.875,12.5,/a/bn/seed0,init=/a/outputs/bn.pt\n"
+        "gn,0,0.8125,9.0,/a/gn/seed0,init=/a/outputs/gn.pt\n")
 CLAIMS = {"code_version": "abc", "wall_seconds": 3.0, "claims": [{"id": "X-1", "verdict": "pass", "a": 0.5}]}
 
 
@@ -25,7 +28,7 @@ def write(root: Path, runs: str = RUNS, claims: dict = CLAIMS) -> Path:
 
 def test_equal_but_for_timings_paths_and_versions(tmp_path, capsys):
     first = write(tmp_path / "a")
-    second = write(tmp_path / "b", RUNS.replace("12.5", "14.0").replace("/a/", "/b/"),
+    second = write(tmp_path / "b", RUNS.replace("12.5", "14.0").replace("/a/", "/b/c/"),
                    {**CLAIMS, "code_version": "def", "wall_seconds": 4.0})
     assert compare_results.main([str(first), str(second)]) == 0
     assert "2 of 2 files equal" in capsys.readouterr().out

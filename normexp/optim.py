@@ -35,10 +35,6 @@ def linear(t: float) -> float:
     return max(0.0, 1.0 - t)
 
 
-def check_schedule(name) -> None:
-    SCHEDULES.lookup(name)
-
-
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     return instantiate(cfg, params=params, _convert_="all")

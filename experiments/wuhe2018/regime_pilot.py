@@ -1,7 +1,9 @@
 """The regime pilot (README, "The regime pilot"): which design puts a profile's ResNet cells in the paper's
 regime (docs/claims.md, "The regime"), chosen by a rule fixed before the pilot ran.
 
-    .venv/bin/python experiments/wuhe2018/regime_pilot.py quick|quick2|full [OUT]   # outputs/wuhe2018_pilot
+    .venv/bin/python experiments/wuhe2018/regime_pilot.py ROUND [OUT]   # outputs/wuhe2018_pilot
+
+ROUND: quick, quick2, quick3, quick4 or full.
 
 Pilot cells: BN and GN at N = 32 and N = 2 as the profile plans them (``normexp-reproduce --profile P``),
 seed 0, with the design's base lr (lr = base x N / 32) and length; the test set is read once, at the end,
@@ -22,6 +24,11 @@ most 1.25x the smaller (R2 between the ends of the sweep). The rule, per profile
   steps (Goyal et al.'s large-batch recipe, cosine after it), base lr 0.4 or 0.8, seeds 0 and 1; a design is
   admissible when it is admissible at each seed; the same rule over the admissible ones; if none is
   admissible, round 2's choice stands.
+- quick4, a fourth round written after round 3 and before it ran: BN and GN at N = 32 and N = 2 only (the
+  issue's first cut: quick's sweep drops N = 4, which pays for longer runs), 90,000 or 120,000 images per run
+  (1.5 or 2 epochs) at full's base lr 0.2, R1 on all 10,000 test images, seeds 0 and 1; a design is
+  admissible when it is admissible at each seed; among those, the fewest images per run, then the lowest
+  worst clean training loss; if none is admissible, round 2's choice stands.
 
 No test error enters the choice except through R1's gap. Writes
 ``results/<profile>/wuhe2018/regime_pilot/pilot.csv`` (round 2: ``round2.csv``; one row per design and cell),
@@ -48,12 +55,15 @@ DESIGNS = {  # round -> {design: (images per run or None for the profile's epoch
     "quick2": {f"60k_lr{base:g}_test10k": (60000, base, ALL_TEST) for base in (0.2, 0.4)},
     # round 3 (README): a 5% linear warm-up, two seeds (round 2's choice left R2 at the suite's seed 1)
     "quick3": {f"60k_lr{base:g}_warmup5": (60000, base, ALL_TEST) for base in (0.4, 0.8)},
+    # round 4 (README): longer runs at full's base lr, the sweep's ends only (N = 4 leaves quick's sweep)
+    "quick4": {f"{images // 1000}k_lr0.2_test10k": (images, 0.2, ALL_TEST) for images in (90000, 120000)},
     "full": {f"2ep_lr{base:g}": (None, base, ()) for base in (0.2, 0.4, 0.8)},
 }
 WARMUP = {"quick3": 0.05}  # the round's warm-up, a fraction of each run's steps
-SEEDS = {"quick3": (0, 1)}  # the round's seeds (others: seed 0)
-PROFILE = {"quick": "quick", "quick2": "quick", "quick3": "quick", "full": "full"}  # the round's profile
-RESULT_NAME = {"quick": "pilot", "quick2": "round2", "quick3": "round3", "full": "pilot"}
+SEEDS = {"quick3": (0, 1), "quick4": (0, 1)}  # the round's seeds (others: seed 0)
+PROFILE = {"quick": "quick", "quick2": "quick", "quick3": "quick", "quick4": "quick",
+           "full": "full"}  # the round's profile
+RESULT_NAME = {"quick": "pilot", "quick2": "round2", "quick3": "round3", "quick4": "round4", "full": "pilot"}
 SET_HERE = {"optim.lr", "seed", "hydra.run.dir", "train.eval_every", "train.save_final", "train.steps"}
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 8
@@ -133,13 +143,13 @@ def judge(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose(judged: pd.DataFrame, profile: str) -> str | None:
-    """The design by the rule; None where round 2 (3) finds nothing admissible (round 1's (2's) choice
+    """The design by the rule; None where round 2, 3 or 4 finds nothing admissible (the choice before it
     stands)."""
     ok = judged[judged["admissible"]]
     if len(ok):
         keys = (["images_per_run"] if profile.startswith("quick") else []) + ["worst clean train loss"]
         return ok.sort_values(keys).iloc[0]["design"]
-    if profile in ("quick2", "quick3"):
+    if profile in ("quick2", "quick3", "quick4"):
         return None
     return judged[judged["R1"]].sort_values("worst R2 ratio").iloc[0]["design"]
 

@@ -148,19 +148,38 @@ def test_wj5_bn_rises_more_than_gn_from_iid_to_class_grouped_batches():
 
 # ---------------------------------------------------------------- the cells
 
-def test_cells_share_wu_and_hes_runs_where_the_config_is_the_same(tmp_path):
-    """WJ-4's BN, GN and LN models are Wu & He's N = 32 runs (one run dir for both papers); WJ-2's B = 32
-    evaluates itself in more modes, so it is a run of its own; B = 256 is plain BN over the SGD batch."""
-    planner = plan.Planner("quick", tmp_path, jobs=1)
+def planned_seed0(profile: str, tmp_path) -> dict:
+    planner = plan.Planner(profile, tmp_path, jobs=1)
     exps = {e.id: e for e in discover() if e.id.startswith(("wuhe2018/norms", "wujohnson2021"))}
-    runs = {(e, r.cell): r for e in exps for r in plan.plan_experiment(exps[e], planner)[0] if r.seed == 0}
+    return {(e, r.cell): r for e in exps for r in plan.plan_experiment(exps[e], planner)[0] if r.seed == 0}
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_wj4_studies_wu_and_hes_own_runs_at_their_design(profile, tmp_path):
+    """WJ-4's BN, GN and LN models are Wu & He's N = 32 runs (one run dir for both papers) at every profile,
+    though at quick this folder's other cells keep a design of their own (one epoch at base lr 0.4); at full
+    WJ-2's lr and length are Wu & He's too."""
+    runs = planned_seed0(profile, tmp_path)
     for norm in ("bn", "gn", "ln"):
         assert runs["wujohnson2021/domain_shift", f"{norm}_n32"].run_dir == \
             runs["wuhe2018/norms", f"{norm}_n32"].run_dir
+    b32, wuhe_bn = runs["wujohnson2021/norm_batch", "bn_b32"].cfg, runs["wuhe2018/norms", "bn_n32"].cfg
+    if profile == "quick":
+        assert (b32.optim.lr, b32.train.steps) == (0.4, 60000 // 256)
+        assert (wuhe_bn.optim.lr, wuhe_bn.train.steps) == (0.2, 90000 // 256)
+    else:
+        assert (b32.optim.lr, b32.train.steps, b32.train.epochs) == \
+            (wuhe_bn.optim.lr, wuhe_bn.train.steps, wuhe_bn.train.epochs)
+
+
+def test_cells_share_wu_and_hes_runs_where_the_config_is_the_same(tmp_path):
+    """WJ-2's B = 32 evaluates itself in more modes, so it is a run of its own; B = 256 is plain BN over the
+    SGD batch; the other cells follow from the folder's design."""
+    runs = planned_seed0("quick", tmp_path)
     b32, b2, b256 = (runs["wujohnson2021/norm_batch", f"bn_b{b}"].cfg for b in (32, 2, 256))
     assert b32.norm.virtual_devices == 8 and b2.norm.virtual_devices == 128 and b256.norm.name == "batch"
     assert b2.data.batch_size == b32.data.batch_size == b256.data.batch_size == 256
-    assert b2.optim.lr == b256.optim.lr == b32.optim.lr == runs["wuhe2018/norms", "bn_n32"].cfg.optim.lr
+    assert b2.optim.lr == b256.optim.lr == b32.optim.lr
     assert list(b2.train.eval_modes) == ["running", "precise", "batch"]
     frozen = runs["wujohnson2021/norm_batch", "bn_b2_frozen"].cfg
     assert frozen.train.freeze_bn_at == 0.8 and frozen.norm.virtual_devices == 128

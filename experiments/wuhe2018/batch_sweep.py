@@ -201,7 +201,7 @@ def batch_noise_table(ctx) -> pd.DataFrame:
 
 
 PILOT = Path(__file__).resolve().parents[2] / "results" / "{profile}" / "wuhe2018" / "regime_pilot"
-PILOT_ROUNDS = {"pilot": "round 1", "round2": "round 2", "round3": "round 3"}
+PILOT_ROUNDS = {"pilot": "round 1", "round2": "round 2", "round3": "round 3", "round4": "round 4"}
 
 
 def regime_pilot(ctx) -> pd.DataFrame:

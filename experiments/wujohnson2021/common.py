@@ -15,9 +15,17 @@ from normexp.evaluation import evaluate
 from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats, statistics_layers
 from normexp.recalibrate import apply_data_overrides
-from normexp.reproduce.spec import EXPERIMENTS_DIR, import_folder_module
+from normexp.reproduce.plan import Context
+from normexp.reproduce.spec import EXPERIMENTS_DIR, discover, import_folder_module
 
 wuhe = import_folder_module(EXPERIMENTS_DIR / "wuhe2018", "common")
+
+
+def wuhe_context(ctx) -> Context:
+    """``ctx`` with Wu & He's params in place of this folder's (their design at every profile, where this
+    folder keeps its own at quick): a cell built from it is Wu & He's run, trained once for both papers."""
+    norms = next(e for e in discover() if e.id == "wuhe2018/norms")
+    return Context(norms, ctx.profile, ctx.runs, ctx.notices)
 
 
 def bn_cell(ctx, norm_batch: int, sgd_batch: int, extra: tuple[str, ...] = (), name: str | None = None

@@ -12,13 +12,14 @@ import pandas as pd
 from normexp.claims import Verdict, compare
 from normexp.plots import figure
 
-from .common import error, regime_beside, shifted_errors, wuhe
+from .common import error, regime_beside, shifted_errors, wuhe, wuhe_context
 
 MODELS = {"bn_n32": "BN", "gn_n32": "GN", "ln_n32": "LN"}  # Wu & He's N = 32 runs
 
 
 def wj4_cells(ctx) -> list[dict]:
-    return [wuhe.cell(ctx, norm, 32) for norm in ("bn", "gn", "ln")]
+    """Wu & He's BN, GN and LN models at N = 32, at their design (the same runs)."""
+    return [wuhe.cell(wuhe_context(ctx), norm, 32) for norm in ("bn", "gn", "ln")]
 
 
 def _targets(ctx) -> tuple[int, ...]:

@@ -187,6 +187,22 @@ def test_wh5_renorm_below_bn():
     assert check("renorm", "check_wh5", others | {"brn_n4": [12, 16]}).status == INCONCLUSIVE  # spread 4 > 0
 
 
+def test_wh5_shows_gn_beside_only_where_it_was_trained():
+    v = check("renorm", "check_wh5", {"bn_n4": [14, 14], "brn_n4": [13, 13]})
+    assert v.status == PASS and v.sentence == "error at N=4: BRN 13.00, BN 14.00 %"
+    v = check("renorm", "check_wh5", {"bn_n4": [14, 14], "brn_n4": [13, 13], "gn_n4": [12, 11]})
+    assert v.status == PASS and v.sentence == "error at N=4: BRN 13.00, BN 14.00, GN 11.50 %"
+    assert check("renorm", "check_wh5", {"bn_n4": [14, 14]}).status == INCONCLUSIVE  # BRN missing
+
+
+@pytest.mark.parametrize("profile, with_gn", [("quick", False), ("full", True)])
+def test_renorm_trains_gn_at_n4_only_where_the_profile_lists_it(profile, with_gn, tmp_path):
+    """Quick's sweep has no N = 4: WH-5 adds BN and BRN there, not GN (no quick verdict needs it)."""
+    exp = next(e for e in discover() if e.id == "wuhe2018/renorm")
+    cells = {r.cell for r in plan.plan_experiment(exp, plan.Planner(profile, tmp_path, jobs=1))[0]}
+    assert {"bn_n4", "brn_n4"} <= cells and ("gn_n4" in cells) is with_gn
+
+
 # ---------------------------------------------------------------- the batch-noise diagnostic
 
 def test_batch_noise_of_gaussian_input_matches_the_closed_form():

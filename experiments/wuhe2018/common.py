@@ -61,11 +61,10 @@ def sizes(ctx) -> list[int]:
     return [int(n) for n in ctx.params["per_device"][ctx.profile]]
 
 
-def with_sweep_cells(ctx, cells: list[dict], extra_sizes: tuple[int, ...] = ()) -> list[dict]:
-    """``cells`` plus BN and GN at every N of the sweep (and ``extra_sizes``), so that a claim on some of
-    them can check R2 across N. They are the batch sweep's runs (the same overrides): trained once."""
-    ns = sorted(set(sizes(ctx)) | set(extra_sizes), reverse=True)
-    sweep = [cell(ctx, norm, n) for n in ns for norm in SWEEP_NORMS]
+def with_sweep_cells(ctx, cells: list[dict]) -> list[dict]:
+    """``cells`` plus BN and GN at every N of the sweep, so that a claim on some of them can check R2 across
+    N. They are the batch sweep's runs (the same overrides): trained once."""
+    sweep = [cell(ctx, norm, n) for n in sorted(sizes(ctx), reverse=True) for norm in SWEEP_NORMS]
     return list({c["name"]: c for c in [*cells, *sweep]}.values())
 
 

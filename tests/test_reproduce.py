@@ -376,13 +376,16 @@ def test_a_folder_inherits_a_sibling_folders_defaults(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / "a" / "defaults.yaml").write_text(
-        "base: [model=mlp, data=mnist5k]\nparams: {lr: 0.1, n: 3}\n"
+        "base: [model=mlp, data=mnist5k]\nparams: {lr: 0.1, n: 3, width: {quick: 8, full: 16}}\n"
         "profiles:\n  quick: {seeds: [5], train.steps: 40}\n")
-    (tmp_path / "b" / "defaults.yaml").write_text("inherit: a\nbase: [norm=none]\nparams: {n: 4}\n")
+    (tmp_path / "b" / "defaults.yaml").write_text(
+        "inherit: a\nbase: [norm=none]\nparams: {n: 4, width: {quick: 4, smoke: 2}}\n")
     (tmp_path / "b" / "e.yaml").write_text("title: t\ncells: [{name: c, overrides: []}]\nclaims: {}\n")
     exp = spec.load_specs(tmp_path / "b")[0]
     assert exp.spec["base"] == ["model=mlp", "data=mnist5k", "norm=none"]
-    assert exp.params == {"lr": 0.1, "n": 4} and exp.seeds("quick") == [5]
+    # a param given per profile merges profile by profile: b changes quick, adds smoke, keeps a's full
+    assert exp.params == {"lr": 0.1, "n": 4, "width": {"quick": 4, "full": 16, "smoke": 2}}
+    assert exp.seeds("quick") == [5]
     assert exp.profile("quick")["train.steps"] == 40
     (tmp_path / "b" / "defaults.yaml").write_text("inherit: nowhere\n")
     with pytest.raises(ConfigError, match=r"inherit='nowhere'.*sibling folder"):

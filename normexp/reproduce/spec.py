@@ -63,11 +63,15 @@ def folder_layers(folder: Path) -> list[dict]:
 
 
 def merge_layers(*layers: dict) -> dict:
-    """``base`` lists concatenate, ``params`` and each profile's entry merge key by key (later wins)."""
+    """``base`` lists concatenate, ``params`` and each profile's entry merge key by key (later wins); a param
+    given per profile (a mapping) merges profile by profile, so a later layer names only what it changes."""
     merged: dict = {"base": [], "profiles": {}, "params": {}}
     for layer in layers:
         merged["base"] += list(layer.get("base") or [])
-        merged["params"] |= layer.get("params") or {}
+        for key, value in (layer.get("params") or {}).items():
+            earlier = merged["params"].get(key)
+            both = isinstance(earlier, dict) and isinstance(value, dict)
+            merged["params"][key] = {**earlier, **value} if both else value
         for name, entry in (layer.get("profiles") or {}).items():
             merged["profiles"].setdefault(name, {}).update(entry or {})
     return merged

@@ -201,15 +201,18 @@ def batch_noise_table(ctx) -> pd.DataFrame:
 
 
 PILOT = Path(__file__).resolve().parents[2] / "results" / "{profile}" / "wuhe2018" / "regime_pilot"
-PILOT_ROUNDS = {"pilot": "round 1", "round2": "round 2", "round3": "round 3", "round4": "round 4"}
+def pilot_round(designs: Path) -> int:
+    """The round of a pilot's ``<name>_designs.csv``: ``pilot`` is round 1, ``round<k>`` round k."""
+    name = designs.name.removesuffix("_designs.csv")
+    return 1 if name == "pilot" else int(name.removeprefix("round"))
 
 
 def regime_pilot(ctx) -> pd.DataFrame:
     """The regime pilot's rule measures per design (``regime_pilot.py``, committed under results/ by its own
     command; README, "The regime pilot"), every round of this profile, in order. Empty: no pilot here."""
     folder = Path(str(PILOT).format(profile=ctx.profile))
-    frames = [pd.read_csv(folder / f"{name}_designs.csv").assign(round=label)
-              for name, label in PILOT_ROUNDS.items() if (folder / f"{name}_designs.csv").exists()]
+    frames = [pd.read_csv(f).assign(round=f"round {pilot_round(f)}")
+              for f in sorted(folder.glob("*_designs.csv"), key=pilot_round)]
     if not frames:
         return pd.DataFrame([{"note": f"no regime pilot at profile {ctx.profile}"}])
     table = pd.concat(frames, ignore_index=True)

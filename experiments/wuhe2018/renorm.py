@@ -27,27 +27,31 @@ def renorm_cells(ctx) -> list[dict]:
 
 
 def trained(ctx) -> list[str]:
-    """The N = 4 cells this profile trained (BN and BRN always; GN where it is planned), in NORMS order."""
-    return [f"{n}_n4" for n in NORMS if n != "gn" or ctx.runs.has("gn_n4")]
+    """The norms this profile trained at N = 4 (BN and BRN always; GN where it is planned), in NORMS order."""
+    return [n for n in NORMS if n != "gn" or ctx.runs.has("gn_n4")]
 
 
 def check_wh5(ctx) -> Verdict:
     """error(BRN) < error(BN) at N = 4."""
-    cells = {name: error_cell(ctx.runs, name, f"{LABELS[name[:-3]]} error % at N=4") for name in trained(ctx)}
+    cells = {n: error_cell(ctx.runs, f"{n}_n4", f"{LABELS[n]} error % at N=4") for n in trained(ctx)}
     num = lambda c: f"{c.mean:.2f}" if c.values else c.state
-    shown = [name for name in ("brn_n4", "bn_n4", "gn_n4") if name in cells]
-    sentence = "error at N=4: " + ", ".join(f"{LABELS[n[:-3]]} {num(cells[n])}" for n in shown) + " %"
-    verdict = Verdict.from_outcomes("WH-5", [compare(cells["brn_n4"], "<", cells["bn_n4"], fmt="{:.2f}")],
+    shown = [n for n in ("brn", "bn", "gn") if n in cells]
+    sentence = "error at N=4: " + ", ".join(f"{LABELS[n]} {num(cells[n])}" for n in shown) + " %"
+    verdict = Verdict.from_outcomes("WH-5", [compare(cells["brn"], "<", cells["bn"], fmt="{:.2f}")],
                                     [cells[n] for n in shown], sentence)
-    return gate(verdict, regime(ctx, list(cells)))
+    return gate(verdict, regime(ctx, [f"{n}_n4" for n in cells]))
+
+
+def by_cell(ctx) -> dict[str, str]:
+    return {f"{n}_n4": LABELS[n] for n in trained(ctx)}
 
 
 def renorm_error(ctx) -> pd.DataFrame:
-    return method_table(ctx.runs, {name: LABELS[name[:-3]] for name in trained(ctx)}, PAPER_RENORM)
+    return method_table(ctx.runs, by_cell(ctx), PAPER_RENORM)
 
 
 def renorm_error_curves(ctx):
     fig, axes = figure()
-    error_curves(axes[0, 0], ctx.runs, {name: LABELS[name[:-3]] for name in trained(ctx)})
+    error_curves(axes[0, 0], ctx.runs, by_cell(ctx))
     axes[0, 0].set_title("validation error at N = 4", fontsize=9)
     return fig

@@ -149,7 +149,7 @@ def choose(judged: pd.DataFrame, profile: str) -> str | None:
     if len(ok):
         keys = (["images_per_run"] if profile.startswith("quick") else []) + ["worst clean train loss"]
         return ok.sort_values(keys).iloc[0]["design"]
-    if profile in ("quick2", "quick3", "quick4"):
+    if RESULT_NAME[profile] != "pilot":  # a later round: the choice before it stands
         return None
     return judged[judged["R1"]].sort_values("worst R2 ratio").iloc[0]["design"]
 

@@ -16,7 +16,7 @@ from normexp.landscape.run import load_run
 from normexp.norms import GhostBatchNorm, recompute_running_stats, statistics_layers
 from normexp.recalibrate import apply_data_overrides
 from normexp.reproduce.plan import Context
-from normexp.reproduce.spec import EXPERIMENTS_DIR, discover, import_folder_module
+from normexp.reproduce.spec import EXPERIMENTS_DIR, Experiment, import_folder_module
 
 wuhe = import_folder_module(EXPERIMENTS_DIR / "wuhe2018", "common")
 
@@ -24,7 +24,7 @@ wuhe = import_folder_module(EXPERIMENTS_DIR / "wuhe2018", "common")
 def wuhe_context(ctx) -> Context:
     """``ctx`` with Wu & He's params in place of this folder's (their design at every profile, where this
     folder keeps its own at quick): a cell built from it is Wu & He's run, trained once for both papers."""
-    norms = next(e for e in discover() if e.id == "wuhe2018/norms")
+    norms = Experiment.load(EXPERIMENTS_DIR / "wuhe2018" / "norms.yaml")
     return Context(norms, ctx.profile, ctx.runs, ctx.notices)
 
 

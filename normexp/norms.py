@@ -70,6 +70,11 @@ def _per_channel(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(1, -1, *([1] * (x.dim() - 2)))
 
 
+def stored_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is 4-d, stored channels last (``train.channels_last``) and not plainly contiguous."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 @register("none")
 class NoNorm(Norm, nn.Identity):
     has_shift = False
@@ -316,6 +321,11 @@ class InstanceNorm(_GroupNormBase):
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__(num_channels, num_channels, eps=eps, affine=affine)
 
+    def forward(self, x):
+        if stored_channels_last(x):  # torch's CPU group_norm, a group per channel: 3-4x slower than 2 copies
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
 
 @register("rms")
 class RMSNorm(Norm, nn.Module):
@@ -341,10 +351,13 @@ def santurkar_noise(a: torch.Tensor, mean_range: float, std_low: float, std_high
     c = a.size(1)
     unit_mean = _per_channel((torch.rand(c, device=a.device) * 2 - 1) * mean_range, a)
     unit_std = _per_channel(std_low + torch.rand(c, device=a.device) * (std_high - std_low), a)
-    # in place on the fresh draws: the same values as s * a + m in half the full-size passes
-    m = torch.rand_like(a).mul_(2 * shift_jitter).add_(unit_mean - shift_jitter)
-    s = torch.randn_like(a).mul_(scale_jitter).add_(unit_std)
-    return torch.addcmul(m, s, a)
+    # drawn in (N, C, H, W) order whatever a's layout (torch's CPU randn is ~5x slower into channels-last
+    # memory), then in place on the fresh draws: the same values as s * a + m in half the full-size passes
+    like = dict(device=a.device, dtype=a.dtype)
+    m = torch.rand(a.shape, **like).mul_(2 * shift_jitter).add_(unit_mean - shift_jitter)
+    s = torch.randn(a.shape, **like).mul_(scale_jitter).add_(unit_std)
+    noisy = torch.addcmul(m, s, a)
+    return noisy.contiguous(memory_format=torch.channels_last) if stored_channels_last(a) else noisy
 
 
 @register("batch_noisy")
@@ -422,10 +435,30 @@ def slice_statistics(x: torch.Tensor, virtual_devices: int):
     """``x`` as (devices, N / devices, C, positions) slices, with each slice's per-channel mean and biased
     variance (the statistics of virtual devices)."""
     d, n, c = virtual_devices, x.size(0), x.size(1)
-    if n % d:
-        raise ValueError(f"batch of {n} does not split into norm.virtual_devices={d} equal slices")
+    _check_slices(n, d)
     slices = x.reshape(d, n // d, c, -1)
     return slices, slices.mean(dim=(1, 3), keepdim=True), slices.var(dim=(1, 3), unbiased=False, keepdim=True)
+
+
+def _check_slices(n: int, virtual_devices: int) -> None:
+    if n % virtual_devices:
+        raise ValueError(f"batch of {n} does not split into norm.virtual_devices={virtual_devices} equal "
+                         "slices")
+
+
+def slice_columns(x: torch.Tensor, virtual_devices: int) -> torch.Tensor:
+    """Channels-last ``x`` copied into a (N / devices x H x W, devices x C) matrix whose column s x C + c
+    holds channel c of slice s: one copy, after which every slice's statistics are column statistics."""
+    d, c = virtual_devices, x.size(1)
+    _check_slices(x.size(0), d)
+    return x.permute(0, 2, 3, 1).reshape(d, -1, c).transpose(0, 1).reshape(-1, d * c)
+
+
+def from_slice_columns(columns: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`slice_columns`: an (N, C, H, W) tensor stored channels last, like ``like``."""
+    n, c, h, w = like.shape
+    d = columns.size(1) // c
+    return columns.reshape(-1, d, c).transpose(0, 1).reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
 @register("ghost_batch")
@@ -456,11 +489,26 @@ class GhostBatchNorm(BatchNorm):
         self._check_input_dim(x)
         if not self.training:
             return self._eval_normalize(x)
+        if stored_channels_last(x):
+            return self._forward_columns(x)
         slices, mean, var = slice_statistics(x, self.virtual_devices)
         y = ((slices - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
         m = slices.size(1) * slices.size(3)
         self._update_running(mean.mean(dim=(0, 1, 3)), var.mean(dim=(0, 1, 3)) * m / max(m - 1, 1))
         return self._affine(y)
+
+    def _forward_columns(self, x):
+        """The same transform on channels-last input, as one torch ``batch_norm`` over the slices' columns:
+        2-3x faster on CPU than the reshape path, which would copy a channels-last ``x`` twice. Contiguous
+        input keeps the reshape path, whose last bits the committed full results were made with."""
+        d = self.virtual_devices
+        columns = slice_columns(x, d)
+        mean, var = columns.new_zeros(columns.size(1)), columns.new_ones(columns.size(1))
+        weight, bias = (self.weight.repeat(d), self.bias.repeat(d)) if self.affine else (None, None)
+        # momentum 1: mean and var receive the slices' batch means and unbiased variances
+        y = F.batch_norm(columns, mean, var, weight, bias, training=True, momentum=1.0, eps=self.eps)
+        self._update_running(mean.view(d, -1).mean(0), var.view(d, -1).mean(0))
+        return from_slice_columns(y, x)
 
 
 @register("batch_renorm")

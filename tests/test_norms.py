@@ -153,13 +153,29 @@ def test_layer_norm_is_layer_norm_over_c_h_w_with_per_channel_affine():
     torch.testing.assert_close(ln(flat), expected.detach())
 
 
-def test_instance_norm_matches_torch_and_refuses_flat_input():
+def _output_and_grads(layer, x: torch.Tensor, memory_format=torch.contiguous_format, params=()):
+    """layer(x) with x stored in ``memory_format``, and the gradients of a fixed weighting of it wrt x and
+    ``params``."""
+    x = x.detach().contiguous(memory_format=memory_format).requires_grad_()
+    out = layer(x)
+    return out, torch.autograd.grad((out * _input(*x.shape, seed=3)).sum(), [x, *params])
+
+
+MEMORY_FORMATS = [torch.contiguous_format, torch.channels_last]  # channels last: train.channels_last
+
+
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_instance_norm_matches_torch_and_refuses_flat_input(memory_format):
     x = _input(3, 6, 4, 5)
     inorm = create_norm("instance", 6)
     _randomize_affine(inorm)
     ref = nn.InstanceNorm2d(6, affine=True)
     _copy_params(inorm, ref)
-    torch.testing.assert_close(inorm(x), ref(x))
+    out, grads = _output_and_grads(inorm, x, memory_format, [inorm.weight, inorm.bias])
+    expected, expected_grads = _output_and_grads(ref, x, params=[ref.weight, ref.bias])
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(grads, expected_grads)
+    assert out.is_contiguous(memory_format=memory_format)  # the next conv gets the layout it was given
     with pytest.raises(ValueError, match="spatial"):
         inorm(_input(4, 6))
 
@@ -261,9 +277,11 @@ def test_noise_norm_is_the_noise_of_noisy_bn_without_the_normalization():
     assert torch.equal(noise(x), x)
 
 
-def test_noise_gradient_is_the_drawn_scale():
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_noise_gradient_is_the_drawn_scale(memory_format):
     """out = s * a + m with m and s drawn fresh: with the same draws (same RNG state) a = 0 gives m and a = 1
-    gives s + m, and the gradient of sum(out) with respect to a must be that s, element by element."""
+    gives s + m, and the gradient of sum(out) with respect to a must be that s, element by element. A
+    channels-last a gets the draws of a contiguous one, and its output stays channels last."""
     noise = create_norm("noise", 4)
     shape = (5, 4, 3, 3)
     draws = []
@@ -271,25 +289,34 @@ def test_noise_gradient_is_the_drawn_scale():
         torch.manual_seed(11)
         draws.append(noise(a))
     m, s = draws[0], draws[1] - draws[0]
-    a = torch.randn(shape, requires_grad=True)
+    a = torch.randn(shape).contiguous(memory_format=memory_format).requires_grad_()
     torch.manual_seed(11)
     out = noise(a)
     out.sum().backward()
     torch.testing.assert_close(a.grad, s)
     torch.testing.assert_close(out, s * a.detach() + m)
+    assert out.is_contiguous(memory_format=memory_format)
 
 
 # ---------------------------------------------------------------- ghost, renorm, frozen, sync without a group
 
-def test_ghost_batch_norm_is_bn_per_slice():
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_ghost_batch_norm_is_bn_per_slice(memory_format):
     x = _input(12, 3, 2, 2)
     ghost = create_norm("ghost_batch", 3, virtual_devices=3)
     _randomize_affine(ghost)
     refs = [nn.BatchNorm2d(3) for _ in range(3)]
     for r in refs:
         _copy_params(ghost, r)
-    expected = torch.cat([r(s) for r, s in zip(refs, x.chunk(3), strict=True)])
-    torch.testing.assert_close(ghost(x), expected)
+    out, grads = _output_and_grads(ghost, x, memory_format, [ghost.weight, ghost.bias])
+    expected, expected_grads = _output_and_grads(
+        lambda t: torch.cat([r(s) for r, s in zip(refs, t.chunk(3), strict=True)]), x,
+        params=[p for r in refs for p in (r.weight, r.bias)])
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(grads[0], expected_grads[0])
+    torch.testing.assert_close(grads[1], sum(expected_grads[1::2]))  # one gamma shared by the slices
+    torch.testing.assert_close(grads[2], sum(expected_grads[2::2]))
     slices = x.view(3, 4, 3, 4).transpose(1, 2).reshape(3, 3, -1)  # (slice, channel, values)
     torch.testing.assert_close(ghost.running_mean, 0.1 * slices.mean(-1).mean(0))
     torch.testing.assert_close(ghost.running_var, 0.9 + 0.1 * slices.var(-1, unbiased=True).mean(0))

@@ -14,6 +14,8 @@
 - wholerun: the same options judged as the suite pays for them: a whole ``normexp-train`` run's wall time
   without the option over with it (start-up and compiling included), at the quick suite's run lengths of
   each conv net and batch size, the two runs side by side on the two cores.
+- layouts: ``train.channels_last`` per norm on the quick suite's nets (Wu & He's ResNet at depth 8, N = 32
+  and 2; Santurkar's small VGG with BN, noisy BN and noise): step time without it over with it.
 - fold: eval-mode inference with BN folded into the conv before it (SD-3), over the unfolded net.
 - suite: wall time of ``normexp-reproduce --profile quick`` per experiment (fresh output folders).
 - landscape: loss-surface points per second over bare forward passes of the same model on the same 1,000
@@ -351,6 +353,36 @@ def bench_options(repeats: int, threads: int, steps: int = 60) -> list[tuple]:
             rows.append(
                 (f"{option}=true speed-up of a training step, {model} batch {batch}", "", *spread(speedups))
             )
+    return rows
+
+
+LAYOUT_CASES = {  # the quick suite's conv nets and norms, where train.channels_last is on
+    **{f"Wu & He ResNet depth 8, {label}, N = {n} (batch {WUHE_DEVICES * n})":
+       [*WUHE_RESNET, "model.depth=8", *norm, f"data.batch_size={WUHE_DEVICES * n}"]
+       for n in (32, 2) for label, norm in WUHE_NORMS.items() if label != "LN"},
+    **{f"Santurkar vgg_small, {label}, batch 128": ["model=vgg_small", "data=fashion_mnist", f"norm={norm}",
+                                                   "data.batch_size=128"]
+       for label, norm in {"BN": "batch", "noisy BN": "batch_noisy", "noise": "noise"}.items()},
+}
+
+
+def bench_layouts(repeats: int, threads: int, steps: int = 40) -> list[tuple]:
+    """``train.channels_last`` per norm on the quick suite's nets: the harness's training step time without
+    it over with it (above 1: channels last pays), runs alternated. The norms' own channels-last paths are
+    in these figures (ghost BN's slice columns, IN's copies, the noise's draw order)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, overrides in LAYOUT_CASES.items():
+            base = [*QUIET, *overrides, f"train.steps={steps}", "train.eval_every=0",
+                    "data.train_subset=4096", "data.test_subset=100", f"train.threads={threads}"]
+            speedups = []
+            for r in range(repeats):
+                off = harness_step_seconds(compose(base), Path(tmp, f"{len(rows)}-off{r}"))
+                on = harness_step_seconds(compose([*base, "train.channels_last=true"]),
+                                          Path(tmp, f"{len(rows)}-on{r}"))
+                speedups.append(off / on)
+            rows.append((f"train.channels_last=true speed-up of a training step, {label}", "",
+                         *spread(speedups)))
     return rows
 
 
@@ -712,6 +744,7 @@ SECTIONS = {
     "norms": lambda a: bench_norms(a.repeats, a.device, a.threads),
     "augment": lambda a: bench_augment(a.repeats, a.device, a.threads),
     "wholerun": lambda a: bench_whole_runs(max(1, a.repeats // 2)),
+    "layouts": lambda a: bench_layouts(max(1, a.repeats // 2), a.threads),
 }
 
 

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from normexp.bench import (
+    LAYOUT_CASES,
     NORM_DEPTH,
     SECTIONS,
     WUHE_DEVICES,
@@ -86,3 +87,17 @@ def test_a_bad_device_is_a_one_line_error(device, monkeypatch, capsys):
     assert cli() == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"normexp-bench: error: --device={device!r} is not valid")
+
+
+def test_the_layouts_section_times_the_quick_suites_cells(compose):
+    """Its Wu & He cases are quick's ResNet (depth 8) and each composes to a valid run with channels last."""
+    from normexp.config import validate
+    from normexp.reproduce.spec import discover
+
+    spec = next(e for e in discover() if e.id == "wuhe2018/batch_sweep").spec
+    quick = [*spec["base"], *spec["params"]["resnet"]["quick"]]
+    for label, overrides in LAYOUT_CASES.items():
+        if label.startswith("Wu & He"):
+            assert {o for o in overrides if o.startswith(("model", "data=", "optim", "schedule"))} == {
+                o for o in quick if not o.startswith("train.")}
+        validate(compose([*overrides, "train.channels_last=true", "train.steps=2"]))

@@ -106,10 +106,7 @@ def check_group_choices(job: list[str]) -> None:
 
 def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """The config a job with these overrides gets (Hydra's compose API), errors as ConfigError."""
-    for o in _parse(overrides):
-        if o.is_sweep_override():
-            raise ConfigError(o.get_key_element(), o.input_line.partition("=")[2],
-                              "is a sweep: add -m (--multirun) to run one job per value")
+    _refuse_sweeps(_parse(overrides))
     check_group_choices(overrides)
     GlobalHydra.instance().clear()
     try:
@@ -123,23 +120,39 @@ def compose(overrides: list[str], return_hydra_config: bool = False) -> DictConf
         GlobalHydra.instance().clear()
 
 
+def _refuse_sweeps(parsed: list) -> None:
+    for o in parsed:
+        if o.is_sweep_override():
+            raise ConfigError(o.get_key_element(), o.input_line.partition("=")[2],
+                              "is a sweep: add -m (--multirun) to run one job per value")
+
+
+def compose_sharing(job: list[str], bases: dict, return_hydra_config: bool = False) -> DictConfig:
+    """``compose(job)`` from the composition of the job's config-group choices alone, kept in ``bases``
+    for the next job that makes the same choices, with the job's other overrides applied to a copy the way
+    Hydra applies them (after the groups, in order). A composition takes ~0.1 s, which a sweep or a suite
+    of hundreds of jobs feels."""
+    groups = set(config_groups())
+    chosen = tuple(o for o in job if o.lstrip("+~").partition("=")[0] in groups)
+    if (chosen, return_hydra_config) not in bases:
+        bases[chosen, return_hydra_config] = compose(list(chosen), return_hydra_config)
+    cfg = bases[chosen, return_hydra_config].copy()
+    rest = _parse([o for o in job if o not in chosen])
+    _refuse_sweeps(rest)
+    try:
+        ConfigLoaderImpl._apply_overrides_to_config(rest, cfg)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise _hydra_error_to_config_error(e, job) from None
+    return cfg
+
+
 def compose_jobs(jobs: list[list[str]]):
-    """Each job's config, as ``compose`` gives it, one at a time. Jobs that choose the same config groups
-    share one composition; each job's other overrides are applied to a copy the way Hydra applies them
-    (after the groups, in order). A composition takes ~0.1 s, which a sweep of hundreds of jobs feels."""
-    groups, bases = set(config_groups()), {}
+    """Each job's config, as ``compose`` gives it, one at a time (``compose_sharing``)."""
+    bases: dict = {}
     for job in jobs:
-        chosen = tuple(o for o in job if o.lstrip("+~").partition("=")[0] in groups)
-        if chosen not in bases:
-            bases[chosen] = compose(list(chosen))
-        cfg = bases[chosen].copy()
-        try:
-            ConfigLoaderImpl._apply_overrides_to_config(_parse([o for o in job if o not in chosen]), cfg)
-        except ConfigError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise _hydra_error_to_config_error(e, job) from None
-        yield cfg
+        yield compose_sharing(job, bases)
 
 
 def job_overrides(overrides: list[str]) -> list[str]:

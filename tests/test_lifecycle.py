@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LINUX_ONLY = pytest.mark.skipif(sys.platform != "linux", reason="parent-death signals and /proc: Linux only")
 GONE_WITHIN = 10.0  # seconds: what the issue asks of a stopped command
-TIMING = ("wall_seconds", "steps_per_second", "seconds", "run_seconds", "run_dir")
+TIMING = ("wall_seconds", "steps_per_second", "seconds", "run_seconds", "analysis_seconds", "run_dir")
 
 
 # ---------------------------------------------------------------- process trees

@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -129,6 +130,7 @@ def run_counts(table: pd.DataFrame) -> dict:
 
 def write_experiment(exp: Experiment, ctx: Context, out: Path, invocation: dict) -> dict:
     """Everything of one experiment at one profile into ``out`` (replacing what was there)."""
+    started = time.perf_counter()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -143,5 +145,6 @@ def write_experiment(exp: Experiment, ctx: Context, out: Path, invocation: dict)
               "run_seconds": float(pd.to_numeric(table.get("wall_seconds"), errors="coerce").sum()),
               "runs": run_counts(table), "run_commits": commits.dropna().value_counts().to_dict(),
               "notices": ctx.notices, **evaluated, "regime": regime_table(ctx.runs).to_dict("records")}
+    record["analysis_seconds"] = time.perf_counter() - started  # the next invocation writes slow ones first
     atomic_write_json(out / "claims.json", record)
     return record

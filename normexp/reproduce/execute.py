@@ -35,12 +35,18 @@ def train_one(cfg, run_dir: str, chosen: dict, overrides: list[str]) -> dict:
         sys.argv = argv
 
 
+def start_workers(jobs: int) -> None:
+    """With ``jobs`` > 1, start the warm workers' server now, so that its imports overlap the planning."""
+    if jobs > 1:
+        use_warm_workers(also=(__name__,))
+
+
 def execute(runs: list[PlannedRun], jobs: int, log=print) -> list[dict]:
     if not runs:
         return []
     args = [(r.cfg, str(r.run_dir), r.choices, r.overrides) for r in runs]
     if jobs > 1:
-        use_warm_workers(also=(__name__,))
+        start_workers(jobs)
         results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
             delayed(_indexed)(i, *a) for i, a in enumerate(args))
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from normexp.claims import Pending, Runs
-from normexp.compose import compose
+from normexp.compose import compose_sharing
 from normexp.config import total_steps, validate
 from normexp.data import fashion_mnist_available, load_arrays
 from normexp.errors import ConfigError
@@ -94,6 +94,7 @@ class Planner:
         self.profile, self.outputs, self.jobs, self.check_data = profile, Path(outputs), jobs, check_data
         self.threads = threads if threads is not None else (1 if jobs > 1 else 0)
         self._composed: dict[tuple, tuple] = {}
+        self._bases: dict = {}  # compose_sharing's: one composition per choice of config groups
         self._shared: dict[tuple, PlannedRun] = {}  # a run's overrides -> the first run planned with them
         self.notices: dict[str, list[str]] = {}
 
@@ -103,7 +104,7 @@ class Planner:
     def compose(self, overrides: list[str]):
         key = tuple(overrides)
         if key not in self._composed:
-            cfg = compose(overrides, return_hydra_config=True)
+            cfg = compose_sharing(overrides, self._bases, return_hydra_config=True)
             chosen = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
             OmegaConf.set_struct(cfg, False)
             del cfg["hydra"]

@@ -135,13 +135,20 @@ def test_stopped_surface_resumes_to_the_same_values(tmp_path, bn):
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_same_surface(tmp_path):
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_worker_processes_or_threads_give_the_same_surface(tmp_path, backend):
+    """jobs = 2 in processes, and in threads (what joblib gives a Parallel nested in a joblib worker, e.g.
+    normexp-reproduce writing an experiment's figures in its warm workers): each task moves its own copy of
+    the model to its points, so no thread sees another's weights."""
+    from joblib import parallel_config
+
     net, data = bn_net()
-    spec = SurfaceSpec(dims=1, points=6, span=0.5, subset=24)
+    spec = SurfaceSpec(dims=2, points=5, span=0.5, subset=24)
     common = dict(loss_fn=F.cross_entropy, classify=True, train=data, test=data, spec=spec, batch_size=8,
                   figures=False)
     one = surface_for_model(net, folder=tmp_path / "one", **common)
-    two = surface_for_model(net, folder=tmp_path / "two", jobs=2, **common)
+    with parallel_config(backend=backend):
+        two = surface_for_model(net, folder=tmp_path / "two", jobs=2, **common)
     for key, grid in one.values.items():
         assert np.allclose(grid, two.values[key], rtol=1e-12, equal_nan=True), key
 

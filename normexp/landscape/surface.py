@@ -15,6 +15,7 @@ it, a torn last line is dropped), and, once every point is in, ``surface.npz`` (
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -260,7 +261,9 @@ def compute_surface(evaluator: PointEvaluator, spec: SurfaceSpec, folder, jobs: 
             size = max(1, min(16, len(todo) // (4 * jobs)))  # small chunks: little is lost when killed
             tasks = [todo[k:k + size] for k in range(0, len(todo), size)]
             run = Parallel(n_jobs=jobs, return_as="generator_unordered")
-            for rows in run(delayed(_evaluate_chunk)(evaluator, chunk, 1) for chunk in tasks):
+            # a copy per task: nested in a joblib worker, joblib runs these in threads of one process, which
+            # would move one shared model to their points at once (processes get a copy anyway)
+            for rows in run(delayed(_evaluate_chunk)(copy.deepcopy(evaluator), chunk, 1) for chunk in tasks):
                 for row in rows:
                     log.add(row)
         rows = log.rows

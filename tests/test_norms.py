@@ -324,26 +324,35 @@ def test_ghost_batch_norm_is_bn_per_slice(memory_format):
         ghost(_input(10, 3, 2, 2))
 
 
-def test_batch_renorm_matches_ioffe_2017_with_clipped_r_and_d():
-    x = _input(8, 3, 2, 2).requires_grad_()
+@pytest.mark.parametrize("memory_format", MEMORY_FORMATS)
+def test_batch_renorm_matches_ioffe_2017_with_clipped_r_and_d(memory_format):
+    x = _input(8, 3, 2, 2)
     brn = create_norm("batch_renorm", 3, r_max=1.5, d_max=0.5)
     _randomize_affine(brn)
     with torch.no_grad():
-        brn.running_mean.copy_(torch.tensor([0.0, 1.0, 5.0]))
-        brn.running_var.copy_(torch.tensor([1.0, 100.0, 9.0]))
+        brn.running_mean.copy_(torch.tensor([0.0, 1.0, 5.0]))  # channel 2: d clipped
+        brn.running_var.copy_(torch.tensor([1.0, 100.0, 9.0]))  # channel 1: r clipped
     xc = x.transpose(0, 1).reshape(3, -1)
     mean, std = xc.mean(1), (xc.var(1, unbiased=False) + 1e-5).sqrt()
     sigma = (brn.running_var + 1e-5).sqrt()
-    r = (std / sigma).clamp(1 / 1.5, 1.5).detach()
-    d = ((mean - brn.running_mean) / sigma).clamp(-0.5, 0.5).detach()
-    expected = (x - _per_channel(mean, x)) / _per_channel(std, x) * _per_channel(r, x) + _per_channel(d, x)
-    expected = expected * _per_channel(brn.weight, x) + _per_channel(brn.bias, x)
-    w = _input(8, 3, 2, 2, seed=3)
-    (g_expected,) = torch.autograd.grad((expected * w).sum(), x)
-    out = brn(x)
+    r = (std / sigma).clamp(1 / 1.5, 1.5)
+    d = ((mean - brn.running_mean) / sigma).clamp(-0.5, 0.5)
+    assert r[1] == 1 / 1.5 and d[2] == -0.5
+
+    def reference(t):  # r and d constants of the backward pass
+        tc = t.transpose(0, 1).reshape(3, -1)
+        t_hat = (t - _per_channel(tc.mean(1), t)) / _per_channel((tc.var(1, unbiased=False) + 1e-5).sqrt(), t)
+        y = t_hat * _per_channel(r, t) + _per_channel(d, t)
+        return y * _per_channel(brn.weight, t) + _per_channel(brn.bias, t)
+
+    expected, expected_grads = _output_and_grads(reference, x, params=[brn.weight, brn.bias])
+    out, grads = _output_and_grads(brn, x, memory_format, [brn.weight, brn.bias])
     torch.testing.assert_close(out, expected)
-    (g,) = torch.autograd.grad((out * w).sum(), x)
-    torch.testing.assert_close(g, g_expected)
+    assert out.is_contiguous(memory_format=memory_format)
+    for g, g_expected in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, g_expected)
+    torch.testing.assert_close(brn.running_mean, torch.tensor([0.0, 1.0, 5.0]) * 0.99 + 0.01 * mean)
+    torch.testing.assert_close(brn.running_var, torch.tensor([1.0, 100.0, 9.0]) * 0.99 + 0.01 * xc.var(1))
 
 
 def test_frozen_batch_norm_uses_running_statistics_in_train_mode():

@@ -252,13 +252,14 @@ def test_batch_noise_matches_torch_batchnorm_statistics_in_a_small_net():
 
 # ---------------------------------------------------------------- Batch Renorm per virtual device
 
-def test_batch_renorm_per_virtual_device_equals_one_brn_per_slice():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_batch_renorm_per_virtual_device_equals_one_brn_per_slice(memory_format):
     torch.manual_seed(2)
     x = torch.randn(8, 3, 4, 4) * 2 + 1
     ghost = create_norm("batch_renorm", 3, virtual_devices=2)
     ghost.running_mean.fill_(0.8)
     ghost.running_var.fill_(3.0)
-    y = ghost(x)
+    y = ghost(x.contiguous(memory_format=memory_format))
     halves = []
     for part in x.split(4):
         one = create_norm("batch_renorm", 3)

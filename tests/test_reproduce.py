@@ -65,6 +65,9 @@ def test_every_experiment_writes_runs_figures_claims_and_report(smoke):
         assert record["command"].startswith("normexp-reproduce --profile smoke")
         for claim_id in exp.claim_ids:
             assert f"| [{claim_id}](" in report and f"claims.md#{claim_id.lower()})" in report
+    claims = (smoke.results / "smoke").rglob("claims.json")
+    walls = {json.loads(p.read_text())["wall_seconds"] for p in claims}
+    assert len(walls) == 1  # the invocation's, stamped once it ended, though each was written when ready
     # the stage-2 cells of the lr-tolerance experiment were planned and run after the eta0 search
     lr_runs = pd.read_csv(smoke.results / "smoke" / "ioffe2015" / "lr_tolerance" / "runs.csv")
     assert {"relu_bn_x5", "relu_nobn_x5", "sigmoid_bn_x5", "sigmoid_nobn_x1"} <= set(lr_runs["cell"])
@@ -390,3 +393,56 @@ def test_a_folder_inherits_a_sibling_folders_defaults(tmp_path):
     (tmp_path / "b" / "defaults.yaml").write_text("inherit: nowhere\n")
     with pytest.raises(ConfigError, match=r"inherit='nowhere'.*sibling folder"):
         spec.load_specs(tmp_path / "b")
+
+
+# ---------------------------------------------------------------- the pipeline's order of runs and writes
+
+def test_pipeline_writes_each_experiment_once_its_runs_end_and_runs_the_long_and_staged_ones_first(
+        tmp_path, monkeypatch):
+    """Two experiments in one process (--jobs 1, so the order is the pipeline's): ``staged`` plans run s3 only
+    once s1 and s2 have finished; ``plain`` has p1 and p2. The last results' runs.csv gives the runs' times.
+    Runs of the experiment with a stage still to plan go first, then the longest first; a write goes as soon
+    as its experiment has no run left, before the other experiment's later runs; each run is tried once."""
+    from normexp.reproduce import pipeline
+
+    outputs, results = tmp_path / "outputs", tmp_path / "results"
+    for exp, cells in {"staged": {"s1": 5, "s2": 50, "s3": 9}, "plain": {"p1": 10, "p2": 80}}.items():
+        (results / "smoke" / exp).mkdir(parents=True)
+        pd.DataFrame([{"experiment": exp, "cell": c, "seed": 0, "wall_seconds": s} for c, s in cells.items()]
+                     ).to_csv(results / "smoke" / exp / "runs.csv", index=False)
+
+    def planned(exp, cell):
+        return plan.PlannedRun(exp, cell, 0, [f"cell={cell}"], outputs / exp / cell)
+
+    def plan_experiment(exp, planner):
+        if exp.id == "plain":
+            return [planned("plain", "p1"), planned("plain", "p2")], None
+        first = [planned("staged", "s1"), planned("staged", "s2")]
+        if all(r.finished for r in first):
+            return [*first, planned("staged", "s3")], None
+        return first, "s1 and s2"
+
+    calls = []
+
+    def train_one(cfg, run_dir, choices, overrides):
+        calls.append(Path(run_dir).name)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        summary = {"status": "failed" if Path(run_dir).name == "p1" else "completed"}
+        (Path(run_dir) / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    def write(exp, runs, notices, extra):
+        calls.append(f"write {exp.id}")
+        return {"experiment": exp.id, "runs_run": extra["runs_run"]}
+
+    monkeypatch.setattr(pipeline, "plan_experiment", plan_experiment)
+    monkeypatch.setattr(execute, "train_one", train_one)
+    planner = SimpleNamespace(profile="smoke", notices={})
+    experiments = [SimpleNamespace(id="plain"), SimpleNamespace(id="staged")]
+    records = pipeline.Pipeline(experiments, planner, 1, write, results, log=lambda s: None).run()
+    assert calls == ["s2", "s1", "p2", "p1", "write plain", "s3", "write staged"]
+    assert records == [{"experiment": "plain", "runs_run": 2}, {"experiment": "staged", "runs_run": 3}]
+    # again: only the failed run is tried again; the experiment with nothing to run is written first
+    calls.clear()
+    pipeline.Pipeline(experiments, planner, 1, write, results, log=lambda s: None).run()
+    assert calls == ["write staged", "p1", "write plain"]

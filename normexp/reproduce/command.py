@@ -6,18 +6,18 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from joblib import Parallel, delayed
 
 from normexp import lifecycle
 from normexp.errors import ConfigError, choices
-from normexp.records import read_json
 
 from .evaluate import CODE_FOLDERS, code_version, environment, uncommitted_code, write_experiment
-from .execute import execute, start_workers
-from .plan import Context, Planner, move_aside_stale, plan_experiment
+from .execute import start_workers
+from .pipeline import Pipeline
+from .plan import Context, Planner, plan_experiment
 from .report import write_report
 from .spec import ROOT, discover, load_specs, select, suite_profiles
 from .tables import LazyRuns, run_table
@@ -70,73 +70,37 @@ def main(argv=None) -> int:
     if args.dry_run:
         return dry_run(experiments, planner)
     start_workers(args.jobs)
-    code = {"code_version": code_version(), "uncommitted": uncommitted_code()}  # what the runs are made by
-    plans, attempted = run_stages(experiments, planner, args)
     invocation = {"command": "normexp-reproduce " + " ".join(
                       ["--profile", args.profile] + (["--spec", str(args.spec)] if args.spec else [])
                       + (["--only", args.only] if args.only else [])),
-                  **code, "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                  "jobs": args.jobs, "host": os.uname().nodename, "wall_seconds": time.time() - started}
+                  "code_version": code_version(), "uncommitted": uncommitted_code(),  # what makes the runs
+                  "environment": environment(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                  "jobs": args.jobs, "host": os.uname().nodename}
+    write = partial(write_one, profile=args.profile, results=args.results, invocation=invocation,
+                    threads=1 if args.jobs > 1 else None)
+    pipeline = Pipeline(experiments, planner, args.jobs, write, args.results,
+                        log=lambda s: print(s, flush=True), started=started)
+    records = pipeline.run()
+    seconds = pipeline.stamp_wall_time({e.id: args.results / args.profile / e.id for e in experiments})
     status = 0
-    writes = []
-    for exp in experiments:
-        runs = plans[exp.id]
-        notices = list(planner.notices.get(exp.id, []))
-        _, waiting = plan_experiment(exp, planner)
-        if waiting:
-            notices.append(f"later stages were not run: {waiting}")
-        ran = {"runs_run": sum(r.run_dir in attempted for r in runs)}
-        out = args.results / args.profile / exp.id
-        writes.append((exp, args.profile, runs, notices, out, invocation | ran))
-    for record in write_all(writes, args.jobs):
+    for record in records:
         flag = "" if record["evidence"] else f" ({args.profile}: not evidence)"
         for c in record["claims"]:
             print(f"{c['id']}: {c['status'].upper()}{flag}: {c['sentence']}")
         unfinished = sum(record["runs"].get(s, 0) for s in ("failed", "interrupted", "incomplete", "missing"))
         status = status or int(bool(unfinished or record["errors"]))
     report = write_report(args.results)
-    print(f"normexp-reproduce: wrote {report} ({(time.time() - started) / 60:.1f} min)")
+    print(f"normexp-reproduce: wrote {report} ({seconds / 60:.1f} min)")
     return status
 
 
-def write_all(writes: list[tuple], jobs: int) -> list[dict]:
-    """Each experiment's results (``write_one``), in order; with ``jobs`` > 1 in the warm workers, one torch
-    thread each, so that the experiments' evaluations and figures share the cores as their runs did: the
-    slowest first, by the time their last write took (``analysis_seconds`` of the claims.json it replaces)."""
-    if jobs == 1 or len(writes) < 2:
-        return [write_one(*w) for w in writes]
-    start_workers(jobs)
-    last = [(read_json(out / "claims.json") or {}).get("analysis_seconds", 0.0) for *_, out, _ in writes]
-    order = sorted(range(len(writes)), key=lambda i: -last[i])
-    records = Parallel(n_jobs=min(jobs, len(writes)), batch_size=1)(
-        delayed(write_one)(*writes[i], threads=1) for i in order)
-    return [record for _, record in sorted(zip(order, records, strict=True))]
-
-
-def write_one(exp, profile: str, runs: list, notices: list[str], out: Path, invocation: dict,
-              threads: int | None = None) -> dict:
-    if threads:  # a worker of its own core
+def write_one(exp, runs: list, notices: list[str], extra: dict, *, profile: str, results: Path,
+              invocation: dict, threads: int | None = None) -> dict:
+    """One experiment's results, in a pipeline worker (``threads``: a worker of its own core) or here."""
+    if threads:
         torch.set_num_threads(threads)
     ctx = Context(exp, profile, LazyRuns(run_table(runs)), notices)
-    return write_experiment(exp, ctx, out, invocation)
-
-
-def run_stages(experiments, planner: Planner, args) -> tuple[dict, set[Path]]:
-    """Run what is unfinished, stage after stage, until no new run appears; each run is tried once."""
-    attempted: set[Path] = set()
-    while True:
-        plans = {e.id: plan_experiment(e, planner)[0] for e in experiments}
-        unfinished: dict[Path, object] = {}  # a shared run once, under the experiment that planned it first
-        for r in (r for runs in plans.values() for r in runs):
-            if r.run_dir not in attempted and (r.stale or not r.finished):
-                unfinished.setdefault(r.run_dir, r)
-        todo = list(unfinished.values())
-        if not todo:
-            return plans, attempted
-        move_aside_stale(todo, lambda text: print(f"normexp-reproduce: {text}"))
-        print(f"normexp-reproduce: {len(todo)} runs to do ({args.profile}, {args.jobs} jobs)", flush=True)
-        execute(todo, args.jobs, log=lambda s: print(s, flush=True))
-        attempted |= {r.run_dir for r in todo}
+    return write_experiment(exp, ctx, results / profile / exp.id, invocation | extra)
 
 
 def dry_run(experiments, planner: Planner) -> int:

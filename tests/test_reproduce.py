@@ -401,8 +401,9 @@ def test_pipeline_writes_each_experiment_once_its_runs_end_and_runs_the_long_and
         tmp_path, monkeypatch):
     """Two experiments in one process (--jobs 1, so the order is the pipeline's): ``staged`` plans run s3 only
     once s1 and s2 have finished; ``plain`` has p1 and p2. The last results' runs.csv gives the runs' times.
-    Runs of the experiment with a stage still to plan go first, then the longest first; a write goes as soon
-    as its experiment has no run left, before the other experiment's later runs; each run is tried once."""
+    The first run starts while ``staged`` is planned; then runs of the experiment with a stages hook go first,
+    the longest first; a write goes as soon as its experiment has no run left, before the other experiment's
+    later runs; each run is tried once."""
     from normexp.reproduce import pipeline
 
     outputs, results = tmp_path / "outputs", tmp_path / "results"
@@ -438,11 +439,11 @@ def test_pipeline_writes_each_experiment_once_its_runs_end_and_runs_the_long_and
     monkeypatch.setattr(pipeline, "plan_experiment", plan_experiment)
     monkeypatch.setattr(execute, "train_one", train_one)
     planner = SimpleNamespace(profile="smoke", notices={})
-    experiments = [SimpleNamespace(id="plain"), SimpleNamespace(id="staged")]
+    experiments = [SimpleNamespace(id="plain", spec={}), SimpleNamespace(id="staged", spec={"stages": "h"})]
     records = pipeline.Pipeline(experiments, planner, 1, write, results, log=lambda s: None).run()
-    assert calls == ["s2", "s1", "p2", "p1", "write plain", "s3", "write staged"]
+    assert calls == ["p2", "s2", "s1", "s3", "write staged", "p1", "write plain"]
     assert records == [{"experiment": "plain", "runs_run": 2}, {"experiment": "staged", "runs_run": 3}]
-    # again: only the failed run is tried again; the experiment with nothing to run is written first
+    # again: only the failed run is tried again
     calls.clear()
     pipeline.Pipeline(experiments, planner, 1, write, results, log=lambda s: None).run()
-    assert calls == ["write staged", "p1", "write plain"]
+    assert calls == ["p1", "write staged", "write plain"]

@@ -3,11 +3,13 @@
 Each experiment moves through its stages on its own: once none of its runs is queued or running it is planned
 again (a stage hook then sees its finished runs), and once that plans nothing new its results are written,
 while the other experiments' runs go on. So no core waits at the end of a stage for runs of other
-experiments, and the writes fill the cores between runs instead of following the last one. Workers take, in
-this order: writes (the slowest first, by ``analysis_seconds`` of the claims.json each replaces), runs of
-experiments with a later stage still to plan, then the other runs; within each, the longest first, by the
-wall time the same run took in the results the last invocation wrote (``runs.csv``), so that the suite does
-not end on a long run started last. Each run is tried once per invocation.
+experiments, the writes fill the cores between runs instead of following the last one, and the first runs
+start while the later experiments are being planned. Workers take, in this order: writes (the slowest
+first, by ``analysis_seconds`` of the claims.json each replaces), runs of experiments with a ``stages`` hook
+(a later stage may wait for them: started last, a chain of short stages would end the suite with a core
+idle), then the other runs; within each, the longest first, by the wall time the same run took in the
+results the last invocation wrote (``runs.csv``), so that the suite does not end on a long run started last.
+Each run is tried once per invocation.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Pipeline:
     def __init__(self, experiments, planner: Planner, jobs: int, write: Callable, results: Path, log=print,
                  started: float | None = None):
         self.experiments, self.planner, self.jobs = list(experiments), planner, jobs
+        self.staged = {e.id for e in self.experiments if e.spec.get("stages")}
         self.write, self.results, self.log = write, results, log
         self.plans: dict[str, list[PlannedRun]] = {}
         self.waiting: dict[str, str | None] = {}
@@ -94,20 +97,31 @@ class Pipeline:
         pool = worker_pool(self.jobs)
         running: dict[Future, Task] = {}
         try:
-            for exp in self.experiments:
+            for exp in self.experiments:  # the first runs start while the others are planned
                 self.advance(exp)
+                self.collect(running, timeout=0)
+                self.fill(pool, running)
             while self.queue or running:
-                while self.queue and len(running) < self.jobs:
-                    self.queue.sort()
-                    task = self.queue.pop(0)
-                    running[pool.submit(*task.call)] = task
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    self.finish(running.pop(future), future.result())
+                self.fill(pool, running)
+                self.collect(running)
         except BaseException:
             pool.shutdown(wait=False, kill_workers=True)
             raise
         return [self.records[e.id] for e in self.experiments]
+
+    def fill(self, pool, running: dict[Future, Task]) -> None:
+        while self.queue and len(running) < self.jobs:
+            self.queue.sort()
+            task = self.queue.pop(0)
+            running[pool.submit(*task.call)] = task
+
+    def collect(self, running: dict[Future, Task], timeout: float | None = None) -> None:
+        """Take in the tasks that have ended (waiting up to ``timeout`` for the first one)."""
+        if not running:
+            return
+        finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in finished:
+            self.finish(running.pop(future), future.result())
 
     def advance(self, exp) -> None:
         """Plan ``exp`` again and queue its new runs, or its write once no run of it is left to wait for."""
@@ -125,8 +139,8 @@ class Pipeline:
     def queue_runs(self, exp_id: str, runs: list[PlannedRun]) -> None:
         move_aside_stale(runs, lambda text: self.log(f"normexp-reproduce: {text}"))
         for r in runs:
-            staged = self.waiting.get(r.experiment) is not None
-            rank = (1, 0 if staged else 1, -self.run_seconds.get((r.experiment, r.cell, r.seed), 0.0))
+            rank = (1, 0 if r.experiment in self.staged else 1,
+                    -self.run_seconds.get((r.experiment, r.cell, r.seed), 0.0))
             call = (execute.train_one, r.cfg, str(r.run_dir), r.choices, r.overrides)
             self.queue.append(Task(rank, call, r))
         self.attempted |= {r.run_dir for r in runs}
@@ -155,9 +169,10 @@ class Pipeline:
         if result.get("status") == "failed":
             self.log(result.get("traceback") or result.get("error", ""))
         self.pending.discard(task.run.run_dir)
-        for exp in self.experiments:
-            if (exp.id not in self.writing and any(r.run_dir == task.run.run_dir for r in self.plans[exp.id])
-                    and not any(r.run_dir in self.pending for r in self.plans[exp.id])):
+        for exp in self.experiments:  # not planned yet: its turn in run() comes
+            runs = self.plans.get(exp.id, [])
+            if (exp.id not in self.writing and any(r.run_dir == task.run.run_dir for r in runs)
+                    and not any(r.run_dir in self.pending for r in runs)):
                 self.advance(exp)
 
     def stamp_wall_time(self, outs: dict[str, Path]) -> float:

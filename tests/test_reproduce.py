@@ -447,3 +447,27 @@ def test_pipeline_writes_each_experiment_once_its_runs_end_and_runs_the_long_and
     calls.clear()
     pipeline.Pipeline(experiments, planner, 1, write, results, log=lambda s: None).run()
     assert calls == ["p1", "write staged", "write plain"]
+
+
+NESTED_REPORT = """
+import json, os
+from joblib import Parallel, delayed
+from normexp.reproduce.pipeline import Workers
+def nested():
+    return os.getpid(), Parallel(n_jobs=2)(delayed(os.getpid)() for _ in range(4))
+worker, inner = Workers(2).submit(nested).result()
+print(json.dumps({"me": os.getpid(), "worker": worker, "inner": inner}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forkserver workers: Linux only")
+def test_a_parallel_inside_a_pipeline_worker_runs_in_its_threads():
+    """As in joblib's own workers (the landscape's surfaces ask for jobs = 2 in their write): no second pool
+    of processes, which would import torch again and leave joblib's temporary folders behind."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", NESTED_REPORT], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["worker"] != report["me"] and set(report["inner"]) == {report["worker"]}

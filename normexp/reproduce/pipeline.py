@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from joblib import parallel_config
 
 from normexp.records import atomic_write_json, read_json
 
@@ -50,13 +51,31 @@ class InProcess:
         pass
 
 
-def worker_pool(jobs: int):
-    if jobs == 1:
-        return InProcess()
-    from joblib.externals.loky import get_reusable_executor  # joblib's processes, started warm
+class Workers:
+    """The pool of ``--jobs`` > 1: joblib's loky processes, forked warm (``start_workers``). A joblib
+    ``Parallel`` inside a task runs in threads, as in joblib's own workers (the loss surfaces' ``jobs``),
+    not in a second pool of processes started from the worker."""
 
-    start_workers(jobs)
-    return get_reusable_executor(max_workers=jobs, reuse=True)
+    def __init__(self, jobs: int):
+        from joblib.externals.loky import get_reusable_executor
+
+        start_workers(jobs)
+        self.executor = get_reusable_executor(max_workers=jobs, reuse=True)
+
+    def submit(self, fn, *args) -> Future:
+        return self.executor.submit(_nested_in_threads, fn, *args)
+
+    def shutdown(self, **kwargs) -> None:
+        self.executor.shutdown(**kwargs)
+
+
+def _nested_in_threads(fn, *args):
+    with parallel_config(backend="threading"):
+        return fn(*args)
+
+
+def worker_pool(jobs: int):
+    return InProcess() if jobs == 1 else Workers(jobs)
 
 
 def previous_run_seconds(results: Path) -> dict[tuple, float]:

@@ -402,15 +402,18 @@ def test_pipeline_writes_each_experiment_once_its_runs_end_and_runs_the_long_and
     """Two experiments in one process (--jobs 1, so the order is the pipeline's): ``staged`` plans run s3 only
     once s1 and s2 have finished; ``plain`` has p1 and p2. The last results' runs.csv gives the runs' times.
     The first run starts while ``staged`` is planned; then runs of the experiment with a stages hook go first,
-    the longest first; a write goes as soon as its experiment has no run left, before the other experiment's
-    later runs; each run is tried once."""
+    the longest first (by this profile's times); a write goes as soon as its experiment has no run left,
+    before the other experiment's later runs; each run is tried once."""
     from normexp.reproduce import pipeline
 
     outputs, results = tmp_path / "outputs", tmp_path / "results"
-    for exp, cells in {"staged": {"s1": 5, "s2": 50, "s3": 9}, "plain": {"p1": 10, "p2": 80}}.items():
-        (results / "smoke" / exp).mkdir(parents=True)
-        pd.DataFrame([{"experiment": exp, "cell": c, "seed": 0, "wall_seconds": s} for c, s in cells.items()]
-                     ).to_csv(results / "smoke" / exp / "runs.csv", index=False)
+    times = {"smoke": {"staged": {"s1": 5, "s2": 50, "s3": 9}, "plain": {"p1": 10}},  # p2: never timed
+             "full": {"plain": {"p2": 900}}}  # another profile's time, not this one's
+    for profile, experiments in times.items():
+        for exp, cells in experiments.items():
+            (results / profile / exp).mkdir(parents=True)
+            rows = [{"experiment": exp, "cell": c, "seed": 0, "wall_seconds": s} for c, s in cells.items()]
+            pd.DataFrame(rows).to_csv(results / profile / exp / "runs.csv", index=False)
 
     def planned(exp, cell):
         return plan.PlannedRun(exp, cell, 0, [f"cell={cell}"], outputs / exp / cell)
@@ -441,7 +444,7 @@ def test_pipeline_writes_each_experiment_once_its_runs_end_and_runs_the_long_and
     planner = SimpleNamespace(profile="smoke", notices={})
     experiments = [SimpleNamespace(id="plain", spec={}), SimpleNamespace(id="staged", spec={"stages": "h"})]
     records = pipeline.Pipeline(experiments, planner, 1, write, results, log=lambda s: None).run()
-    assert calls == ["p2", "s2", "s1", "s3", "write staged", "p1", "write plain"]
+    assert calls == ["p1", "s2", "s1", "s3", "write staged", "p2", "write plain"]
     assert records == [{"experiment": "plain", "runs_run": 2}, {"experiment": "staged", "runs_run": 3}]
     # again: only the failed run is tried again
     calls.clear()

@@ -78,10 +78,10 @@ def worker_pool(jobs: int):
     return InProcess() if jobs == 1 else Workers(jobs)
 
 
-def previous_run_seconds(results: Path) -> dict[tuple, float]:
-    """(experiment, cell, seed) -> the wall seconds of that run in the results written before, if any."""
+def previous_run_seconds(results: Path, profile: str) -> dict[tuple, float]:
+    """(experiment, cell, seed) -> the wall seconds of that run in the last results at ``profile``."""
     seconds = {}
-    for path in results.glob("**/runs.csv"):
+    for path in (results / profile).glob("**/runs.csv"):
         try:
             table = pd.read_csv(path, usecols=["experiment", "cell", "seed", "wall_seconds"])
         except (ValueError, OSError, pd.errors.ParserError):  # no such column, or not a runs table
@@ -109,7 +109,7 @@ class Pipeline:
         self.writing: set[str] = set()
         self.done = 0
         self.started = started or time.time()  # the invocation's start
-        self.run_seconds = previous_run_seconds(results)
+        self.run_seconds = previous_run_seconds(results, planner.profile)
 
     def run(self) -> list[dict]:
         """Every experiment's record, in the given order, once all runs and writes have ended."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 from joblib import parallel_config
+from joblib.externals.loky import get_reusable_executor
 
 from normexp.records import atomic_write_json, read_json
 
@@ -57,8 +58,6 @@ class Workers:
     not in a second pool of processes started from the worker."""
 
     def __init__(self, jobs: int):
-        from joblib.externals.loky import get_reusable_executor
-
         start_workers(jobs)
         self.executor = get_reusable_executor(max_workers=jobs, reuse=True)
 

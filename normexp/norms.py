@@ -454,6 +454,14 @@ def slice_columns(x: torch.Tensor, virtual_devices: int) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(d, -1, c).transpose(0, 1).reshape(-1, d * c)
 
 
+def column_batch_norm(columns: torch.Tensor, eps: float, weight=None, bias=None):
+    """Torch's ``batch_norm`` in train mode over :func:`slice_columns`' matrix: (output, each column's batch
+    mean, each column's unbiased variance). At momentum 1 the buffers it updates receive those statistics."""
+    mean, var = columns.new_zeros(columns.size(1)), columns.new_ones(columns.size(1))
+    y = F.batch_norm(columns, mean, var, weight, bias, training=True, momentum=1.0, eps=eps)
+    return y, mean, var
+
+
 def from_slice_columns(columns: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`slice_columns`: an (N, C, H, W) tensor stored channels last, like ``like``."""
     n, c, h, w = like.shape
@@ -502,11 +510,8 @@ class GhostBatchNorm(BatchNorm):
         2-3x faster on CPU than the reshape path, which would copy a channels-last ``x`` twice. Contiguous
         input keeps the reshape path, whose last bits the committed full results were made with."""
         d = self.virtual_devices
-        columns = slice_columns(x, d)
-        mean, var = columns.new_zeros(columns.size(1)), columns.new_ones(columns.size(1))
         weight, bias = (self.weight.repeat(d), self.bias.repeat(d)) if self.affine else (None, None)
-        # momentum 1: mean and var receive the slices' batch means and unbiased variances
-        y = F.batch_norm(columns, mean, var, weight, bias, training=True, momentum=1.0, eps=self.eps)
+        y, mean, var = column_batch_norm(slice_columns(x, d), self.eps, weight, bias)
         self._update_running(mean.view(d, -1).mean(0), var.view(d, -1).mean(0))
         return from_slice_columns(y, x)
 
@@ -548,8 +553,7 @@ class BatchRenorm(BatchNorm):
         beta in one ``addcmul``: 1.35x the reshape path's training step on quick's ResNet at N = 4."""
         d = self.virtual_devices
         columns = slice_columns(x, d)
-        mean, var = columns.new_zeros(columns.size(1)), columns.new_ones(columns.size(1))
-        x_hat = F.batch_norm(columns, mean, var, None, None, training=True, momentum=1.0, eps=self.eps)
+        x_hat, mean, var = column_batch_norm(columns, self.eps)
         m = columns.size(0)
         std = torch.sqrt(var * ((m - 1) / m) + self.eps)  # the batch's (biased) variance, as x_hat's
         running_std = torch.sqrt(self.running_var + self.eps).repeat(d)

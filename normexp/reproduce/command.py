@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     pipeline = Pipeline(experiments, planner, args.jobs, write, args.results,
                         log=lambda s: print(s, flush=True), started=started)
     records = pipeline.run()
-    seconds = pipeline.stamp_wall_time({e.id: args.results / args.profile / e.id for e in experiments})
+    seconds = pipeline.stamp_wall_time()
     status = 0
     for record in records:
         flag = "" if record["evidence"] else f" ({args.profile}: not evidence)"

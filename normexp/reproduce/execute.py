@@ -54,10 +54,15 @@ def execute(runs: list[PlannedRun], jobs: int, log=print) -> list[dict]:
     summaries: list[dict] = [{}] * len(runs)
     for done, (i, summary) in enumerate(results, 1):
         summaries[i] = summary
-        log(f"[{done:>3}/{len(runs)}] {describe_run(runs[i], summary)}")
-        if summary.get("status") == "failed":
-            log(summary.get("traceback") or summary.get("error", ""))
+        log_run(log, done, len(runs), runs[i], summary)
     return summaries
+
+
+def log_run(log, done: int, total: int, run: PlannedRun, summary: dict) -> None:
+    """A finished run's line (``[ 3/40] exp cell seed 0: completed, ...``), and a failed run's traceback."""
+    log(f"[{done:>3}/{total}] {describe_run(run, summary)}")
+    if summary.get("status") == "failed":
+        log(summary.get("traceback") or summary.get("error", ""))
 
 
 def _indexed(i, *args):

@@ -27,7 +27,7 @@ from joblib.externals.loky import get_reusable_executor
 from normexp.records import atomic_write_json, read_json
 
 from . import execute
-from .execute import describe_run, start_workers
+from .execute import log_run, start_workers
 from .plan import Planner, move_aside_stale, plan_experiment
 from .planned_run import PlannedRun
 
@@ -100,7 +100,6 @@ class Pipeline:
         self.staged = {e.id for e in self.experiments if e.spec.get("stages")}
         self.write, self.results, self.log = write, results, log
         self.plans: dict[str, list[PlannedRun]] = {}
-        self.waiting: dict[str, str | None] = {}
         self.attempted: set[Path] = set()
         self.pending: set[Path] = set()  # run dirs queued or running
         self.queue: list[Task] = []
@@ -144,7 +143,7 @@ class Pipeline:
     def advance(self, exp) -> None:
         """Plan ``exp`` again and queue its new runs, or its write once no run of it is left to wait for."""
         runs, waiting = plan_experiment(exp, self.planner)
-        self.plans[exp.id], self.waiting[exp.id] = runs, waiting
+        self.plans[exp.id] = runs
         new = {}
         for r in runs:
             if r.run_dir not in self.attempted and (r.stale or not r.finished):
@@ -152,7 +151,7 @@ class Pipeline:
         if new:
             self.queue_runs(exp.id, list(new.values()))
         if not any(r.run_dir in self.pending for r in runs):
-            self.queue_write(exp)
+            self.queue_write(exp, waiting)
 
     def queue_runs(self, exp_id: str, runs: list[PlannedRun]) -> None:
         move_aside_stale(runs, lambda text: self.log(f"normexp-reproduce: {text}"))
@@ -166,14 +165,18 @@ class Pipeline:
         self.log(f"normexp-reproduce: {exp_id}: {len(runs)} runs to do ({self.planner.profile}, {self.jobs} "
                  f"jobs; {len(self.attempted)} in all so far)")
 
-    def queue_write(self, exp) -> None:
+    def out(self, exp_id: str) -> Path:
+        """Where an experiment's results go (``write`` writes there too)."""
+        return self.results / self.planner.profile / exp_id
+
+    def queue_write(self, exp, waiting: str | None) -> None:
         notices = list(self.planner.notices.get(exp.id, []))
-        if self.waiting[exp.id]:
-            notices.append(f"later stages were not run: {self.waiting[exp.id]}")
+        if waiting:
+            notices.append(f"later stages were not run: {waiting}")
         runs = self.plans[exp.id]
         extra = {"runs_run": sum(r.run_dir in self.attempted for r in runs),
                  "wall_seconds": time.time() - self.started}  # the whole invocation's, once it has ended
-        last = (read_json(self.results / self.planner.profile / exp.id / "claims.json") or {})
+        last = read_json(self.out(exp.id) / "claims.json") or {}
         rank = (0, -last.get("analysis_seconds", 0.0))
         self.writing.add(exp.id)
         self.queue.append(Task(rank, (self.write, exp, runs, notices, extra), experiment=exp.id))
@@ -183,9 +186,7 @@ class Pipeline:
             self.records[task.experiment] = result
             return
         self.done += 1
-        self.log(f"[{self.done:>3}/{len(self.attempted)}] {describe_run(task.run, result)}")
-        if result.get("status") == "failed":
-            self.log(result.get("traceback") or result.get("error", ""))
+        log_run(self.log, self.done, len(self.attempted), task.run, result)
         self.pending.discard(task.run.run_dir)
         for exp in self.experiments:  # not planned yet: its turn in run() comes
             runs = self.plans.get(exp.id, [])
@@ -193,13 +194,14 @@ class Pipeline:
                     and not any(r.run_dir in self.pending for r in runs)):
                 self.advance(exp)
 
-    def stamp_wall_time(self, outs: dict[str, Path]) -> float:
+    def stamp_wall_time(self) -> float:
         """Record the invocation's wall time, now that it has ended, in each claims.json it wrote."""
         seconds = time.time() - self.started
-        for exp_id, out in outs.items():
-            self.records[exp_id]["wall_seconds"] = seconds
-            record = read_json(out / "claims.json")
-            if record is not None:
-                atomic_write_json(out / "claims.json", {**record, "wall_seconds": seconds})
+        for exp_id, record in self.records.items():
+            record["wall_seconds"] = seconds
+            path = self.out(exp_id) / "claims.json"
+            written = read_json(path)
+            if written is not None:
+                atomic_write_json(path, {**written, "wall_seconds": seconds})
         return seconds
 

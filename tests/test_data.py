@@ -270,6 +270,24 @@ def test_standardize_uses_per_channel_training_mean_and_std(compose, tmp_path):
         build_data(compose([*base, "data.normalize=zscore"]).data, CPU, 0)
 
 
+def test_runs_that_differ_only_in_how_batches_are_drawn_share_the_prepared_arrays(compose, tmp_path):
+    x_train, _, x_test, _ = write_cifar10(tmp_path)
+    base = ["data=cifar10", f"data.root={tmp_path}", "data.train_subset=null", "data.test_subset=null",
+            "data.crop_padding=0", "data.flip=false", "data.normalize=standardize"]
+    d = build_data(compose(base).data, CPU, 0)
+    batching = build_data(compose([*base, "data.batch_size=4", "data.flip=true", "data.crop_padding=2",
+                                   "data.eval_batch_size=3"]).data, CPU, 1)
+    assert batching.x_train is d.x_train and batching.x_test is d.x_test and batching.batch_size == 4
+    blurred = build_data(compose([*base, "data.corruption=blur"]).data, CPU, 0)
+    subset = build_data(compose([*base, "data.test_subset=3"]).data, CPU, 0)
+    assert not torch.equal(blurred.x_test, d.x_test) and torch.equal(blurred.x_train, d.x_train)
+    assert len(subset.y_test) == 3 and len(data_module._PREPARED) == 2  # the two last data configs are kept
+    again = build_data(compose(base).data, CPU, 0)  # prepared anew, from the files
+    mean = x_train.astype(np.float64).mean(axis=(0, 2, 3), keepdims=True)
+    std = x_train.astype(np.float64).std(axis=(0, 2, 3), ddof=1, keepdims=True)
+    np.testing.assert_allclose(again.x_test.numpy(), (x_test - mean) / std, rtol=1e-4, atol=1e-4)
+
+
 def test_mnist5k_split_is_400_train_and_100_test_per_class_and_disjoint(compose):
     x_train, y_train, x_test, y_test = load_arrays(compose(["data=mnist5k"]).data)
     assert torch.bincount(y_train).tolist() == [400] * 10

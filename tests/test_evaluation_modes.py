@@ -60,6 +60,21 @@ def test_training_is_bit_identical_with_the_extra_modes_on(tmp_path, norm):
     assert on["test_loss_precise"] != on["test_loss"] and on["test_loss_batch"] != on["test_loss"]
 
 
+@pytest.mark.parametrize("norm", [["norm=batch_noisy"], ["norm=ghost_batch", "norm.virtual_devices=2",
+                                                         "train.eval_batch_stats=50"]])
+def test_training_is_bit_identical_without_the_evaluations_before_the_end(tmp_path, norm):
+    """What lets a profile evaluate a run at its end alone (Wu & Johnson's WJ-2, WJ-3 and WJ-5 runs at
+    quick): the evaluations at steps 0, 10 and 20, in every mode, change nothing that the end records."""
+    overrides = [*TINY, *norm, "data.crop_padding=2", "data.flip=true", ALL_MODES]
+    every = run(compose(overrides), tmp_path / "every")
+    end = run(compose([*overrides, "train.eval_every=0"]), tmp_path / "end")
+    assert [m["step"] for m in read_metrics(tmp_path / "end") if m["split"] == "test"] == [30]
+    weights = [torch.load(tmp_path / d / MODEL) for d in ("every", "end")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # EMA buffers included
+    measured = [k for k in every if k.startswith(("test_", "train_clean_"))]
+    assert len(measured) >= 6 and {k: end[k] for k in measured} == {k: every[k] for k in measured}
+
+
 def test_precise_mode_equals_an_independent_recompute_of_the_saved_weights(tmp_path):
     """All 300 training images in one batch of 300: the recomputed statistics do not depend on the code's
     choice of images or their order; then the test set and the training set evaluated in eval mode."""

@@ -230,16 +230,24 @@ SOURCES = Registry("data.name", {
 })
 
 
-_LOADED: dict = {}
+def _kept(cache: OrderedDict, key, make, size: int):
+    """``make()``'s value for ``key``, made once while the process keeps it: the ``size`` keys used last are
+    kept, and the oldest is dropped before a new value is made (never ``size`` + 1 data sets in memory)."""
+    if key not in cache:
+        while len(cache) >= size:
+            cache.popitem(last=False)
+        cache[key] = make()
+    cache.move_to_end(key)
+    return cache[key]
+
+
+_LOADED: OrderedDict = OrderedDict()
 
 
 def load_arrays(cfg):
     """The source's (x_train, y_train, x_test, y_test), loaded once per process (sweeps reuse it)."""
     key = (cfg.name, str(_root(cfg)), *(str(cfg.get(k)) for k in ("dim", "n_train", "n_test", "matrix_seed")))
-    if key not in _LOADED:
-        _LOADED.clear()  # keep one data set in memory
-        _LOADED[key] = source(cfg).load(cfg)
-    return _LOADED[key]
+    return _kept(_LOADED, key, lambda: source(cfg).load(cfg), size=1)
 
 
 def data_info(cfg) -> DataInfo:
@@ -281,9 +289,10 @@ def prepared_arrays(cfg, device: torch.device) -> tuple[torch.Tensor, ...]:
     preprocessing, on ``device``. Kept for the two last data configs of the process (a worker's next run
     usually reuses them: 0.3-0.6 s a run on Fashion-MNIST); nothing writes into them."""
     key = (str(device), *sorted((k, str(v)) for k, v in cfg.items() if k not in BATCHING_KEYS))
-    if key in _PREPARED:
-        _PREPARED.move_to_end(key)
-        return _PREPARED[key]
+    return _kept(_PREPARED, key, lambda: _prepare(cfg, device), size=2)
+
+
+def _prepare(cfg, device: torch.device) -> tuple[torch.Tensor, ...]:
     x_train, y_train, x_test, y_test = load_arrays(cfg)
     x_train, y_train = _subset(x_train, y_train, cfg.get("train_subset"), 1)
     x_test, y_test = _subset(x_test, y_test, cfg.get("test_subset"), 2)
@@ -292,10 +301,7 @@ def prepared_arrays(cfg, device: torch.device) -> tuple[torch.Tensor, ...]:
         severity, seed = cfg.get("corruption_severity"), int(cfg.get("corruption_seed", 0))
         x_test = corrupt(x_test / 255.0, cfg.corruption, severity, seed) * 255.0
     x_train, x_test = _preprocess(cfg, x_train.float(), x_test)
-    _PREPARED[key] = tuple(t.to(device) for t in (x_train, y_train, x_test, y_test))
-    while len(_PREPARED) > 2:
-        _PREPARED.popitem(last=False)
-    return _PREPARED[key]
+    return tuple(t.to(device) for t in (x_train, y_train, x_test, y_test))
 
 
 def _preprocess(cfg, x_train, x_test):

@@ -28,6 +28,7 @@ from torch import nn
 
 from normexp.errors import ConfigError, check_choice
 from normexp.norms import LpBatchNorm, bn_layers, recompute_running_stats, statistics_layers
+from normexp.runtime import summed_squared_error
 
 EVAL_MODES = ("running", "precise", "batch")
 METRICS = ("loss", "acc")
@@ -44,15 +45,18 @@ def extra_summary(prefix: str, values: dict) -> dict:
 
 
 def score(pairs: Iterable, loss_fn, classify: bool) -> dict:
-    """Mean loss (and accuracy) over (output, target) pairs, weighted by their sizes."""
+    """Mean loss (and accuracy) over (output, target) pairs, weighted by their sizes; a summed loss
+    (``data.reduction=sum``) is the sum over the whole set, however many batches it comes in."""
+    summed = loss_fn is summed_squared_error
     loss = torch.zeros(())
     correct, n = torch.zeros((), dtype=torch.long), 0
     for out, y in pairs:
-        loss = loss + (loss_fn(out, y) * len(y)).cpu()
+        loss = loss + (loss_fn(out, y) * (1 if summed else len(y))).cpu()
         if classify:
             correct += (out.argmax(dim=1) == y).sum().cpu()
         n += len(y)
-    values = {"loss": loss.item() / n}
+    # a summed loss times n over n: the value one batch of the whole set gives, bit for bit
+    values = {"loss": (loss * n).item() / n if summed else loss.item() / n}
     if classify:
         values["acc"] = correct.item() / n
     return values

@@ -17,12 +17,18 @@ from normexp.errors import ConfigError, choices
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def summed_squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||f(x) - y||^2 summed over the batch's examples (``data.reduction=sum``): an evaluation adds it up over
+    its batches instead of weighting batch means."""
+    return (out - y).pow(2).sum()
+
+
 def make_loss(task: str, reduction: str = "mean"):
     """Cross-entropy (batch mean), or for regression ||f(x) - y||^2 per example, averaged or summed over the
     batch (``data.reduction``; Santurkar's DLN loss: see experiments/santurkar2018/README.md)."""
     if task == "regression":
         if reduction == "sum":
-            return lambda out, y: (out - y).pow(2).sum()
+            return summed_squared_error
         return lambda out, y: (out - y).pow(2).sum(dim=1).mean()
     return F.cross_entropy
 

@@ -1,6 +1,7 @@
 """Santurkar et al. 2018 (experiments/santurkar2018): the probe-series helpers against independent
 computations, each claim's check on hand-built run tables whose answers are worked out by hand below, the
-DLN's summed loss, and one paper-profile cell started end to end on tiny CIFAR-10 files in the real format."""
+DLN's summed loss (and its test loss in any evaluation batches), and one paper-profile cell started end to
+end on tiny CIFAR-10 files in the real format."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from normexp.claims import FAIL, INCONCLUSIVE, PASS, Runs, paired_difference, pr
 from normexp.compose import compose
 from normexp.config import validate
 from normexp.errors import ConfigError
+from normexp.evaluation import evaluate
 from normexp.reproduce.plan import Context
 from normexp.reproduce.spec import discover
 from normexp.runtime import make_loss
@@ -94,6 +96,21 @@ def test_dln_loss_sum_and_mean_match_torch_and_bad_values_are_refused():
     validate(compose(["model=dln", "data=gaussian_linear", "data.reduction=sum"]))
     with pytest.raises(ConfigError, match=r"data.reduction='median'.*mean, sum"):
         validate(compose(["model=dln", "data=gaussian_linear", "data.reduction=median"]))
+
+
+@pytest.mark.parametrize("eval_batch", [1000, 250, 7])
+def test_the_dln_test_loss_is_the_same_in_any_evaluation_batches(eval_batch):
+    """Summed: the loss over the whole test set; mean: its per-example mean (the reduction's own scale);
+    both computed here by torch on the whole set at once."""
+    torch.manual_seed(0)
+    net, x, y = torch.nn.Linear(10, 10), torch.randn(1000, 10), torch.randn(1000, 10)
+    batches = [(x[i:i + eval_batch], y[i:i + eval_batch]) for i in range(0, 1000, eval_batch)]
+    with torch.no_grad():
+        whole = F.mse_loss(net(x), y, reduction="sum").item()
+    summed = evaluate(net, batches, make_loss("regression", "sum"), classify=False)["loss"]
+    mean = evaluate(net, batches, make_loss("regression", "mean"), classify=False)["loss"]
+    assert summed == pytest.approx(whole, rel=1e-5)
+    assert mean == pytest.approx(whole / 1000, rel=1e-5)
 
 
 # ---------------------------------------------------------------- checks on hand-built runs

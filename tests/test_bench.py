@@ -1,5 +1,6 @@
 """normexp-bench's markdown: a run of some sections replaces those and keeps the others; the norms and augment
-sections' rows at a tiny size; --device's errors (no timing here)."""
+sections' rows at a tiny size; --device's errors; the layouts and wholerun cases are the quick suite's runs
+(no timing here)."""
 
 import math
 import sys
@@ -13,6 +14,7 @@ from normexp.bench import (
     LAYOUT_CASES,
     NORM_DEPTH,
     SECTIONS,
+    WHOLE_RUN_CASES,
     WUHE_DEVICES,
     WUHE_NORMS,
     WUHE_RESNET,
@@ -101,3 +103,31 @@ def test_the_layouts_section_times_the_quick_suites_cells(compose):
             assert {o for o in overrides if o.startswith(("model", "data=", "optim", "schedule"))} == {
                 o for o in quick if not o.startswith("train.")}
         validate(compose([*overrides, "train.channels_last=true", "train.steps=2"]))
+
+
+def test_the_wholerun_cases_are_the_quick_suites_runs(tmp_path):
+    """Each case's net, norm, batch, lr, test set, length and evaluation cadence are those of a run the quick
+    suite plans (Wu & He's N = 2 case: half the run, evaluated at its end alone)."""
+    from normexp.compose import compose  # as normexp-train composes them, not the tests' smoke size
+    from normexp.reproduce import plan
+    from normexp.reproduce.spec import discover
+
+    planner, exps = plan.Planner("quick", tmp_path, jobs=1, check_data=False), {e.id: e for e in discover()}
+    planned = {(e, r.cell): r.cfg for e in ("ioffe2015/lr_tolerance", "santurkar2018/vgg_dln",
+                                            "wuhe2018/batch_sweep")
+               for r in plan.plan_experiment(exps[e], planner)[0]}
+    suite_runs = [("ioffe2015/lr_tolerance", "relu_nobn_lr0.1"), ("santurkar2018/vgg_dln", "bn_lr0.1"),
+                  ("wuhe2018/batch_sweep", "bn_n32"), ("wuhe2018/batch_sweep", "bn_n2")]
+    keys = ["model.name", "model.depth", "model.init", "data.name", "data.batch_size", "data.train_subset",
+            "data.test_subset",
+            "optim.lr", "optim.momentum", "train.steps", "train.eval_every"]
+    for (label, overrides), suite_run in zip(WHOLE_RUN_CASES.items(), suite_runs, strict=True):
+        case, run = compose(overrides), planned[suite_run]
+        expected = {k: OmegaConf.select(run, k) for k in keys}
+        if suite_run[0] == "ioffe2015/lr_tolerance":  # the BN cells (stage 2, after the search) run the same
+            expected["optim.lr"] = OmegaConf.select(case, "optim.lr")
+        if suite_run[1] == "bn_n2":
+            assert f"{run.train.steps // 2} of its {run.train.steps} steps" in label
+            expected.update({"train.steps": run.train.steps // 2, "train.eval_every": 0})
+        assert {k: OmegaConf.select(case, k) for k in keys} == expected, label
+        assert case.norm.name in (run.norm.name, "batch"), label

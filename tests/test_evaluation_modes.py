@@ -1,6 +1,7 @@
 """BN evaluation modes during training (``train.eval_modes``, normexp/evaluation.py): training is bit for bit
 the same with the extra modes on, their numbers equal an independent recompute-and-evaluate of the saved
-weights, norms without population statistics record the running values, and bad settings are refused."""
+weights, norms without population statistics record the running values, bad settings are refused, and the
+evaluation batch size changes no prediction."""
 
 from __future__ import annotations
 
@@ -155,3 +156,23 @@ def test_the_default_modes_leave_the_run_identity_as_it_was():
     assert run_identity(cfg) == run_identity(old)
     assert identity_key(cfg) == identity_key(compose([*TINY, "train.precise_images=5"]))
     assert identity_key(cfg) != identity_key(compose([*TINY, "train.eval_modes=[running,precise]"]))
+
+
+def test_the_evaluation_batch_changes_no_prediction_and_the_loss_only_by_rounding(tmp_path):
+    """data.eval_batch_size (quick: 250) is how many test images go through the net at once: the same
+    training, the same accuracies, and a mean loss equal to the whole test set's in one float64 loss."""
+    conv = [*TINY, "model=vgg_small", "norm=batch", "train.channels_last=true", "train.steps=20",
+            "train.eval_train_images=300"]
+    summaries = {b: run(compose([*conv, f"data.eval_batch_size={b}"]), tmp_path / str(b)) for b in (1000, 7)}
+    cfg = compose(conv)
+    model, data = _saved_model(cfg, tmp_path / "1000")
+    other, _ = _saved_model(cfg, tmp_path / "7")
+    weights = zip(model.state_dict().values(), other.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    with torch.no_grad():
+        acc, loss = _scores(model.eval()(data.x_test), data.y_test)
+    for summary in summaries.values():
+        assert summary["test_acc"] == pytest.approx(acc, abs=1e-12)
+        assert summary["test_loss"] == pytest.approx(loss, rel=1e-5)
+    assert summaries[7]["train_clean_acc"] == summaries[1000]["train_clean_acc"]
+    assert summaries[7]["train_clean_loss"] == pytest.approx(summaries[1000]["train_clean_loss"], rel=1e-5)

@@ -520,7 +520,7 @@ def bench_suite() -> list[tuple]:
     return [*rows, ("quick reproduction suite, whole wall time (minutes)", "<= 20", total, total, total)]
 
 
-# the quick suite's conv-net runs at their lengths and cadences (the specs' quick profiles): label -> config
+# the quick suite's conv-net runs, lengths and cadences as its specs plan them: label -> overrides
 WHOLE_RUN_CASES = {
     "Ioffe lr tolerance: vgg_small, BN (population statistics), batch 60, 1000 steps": [
         "model=vgg_small", "model.init=glorot", "data=fashion_mnist", "norm=batch", "norm.stats=population",

@@ -119,8 +119,7 @@ def test_the_wholerun_cases_are_the_quick_suites_runs(tmp_path):
     suite_runs = [("ioffe2015/lr_tolerance", "relu_nobn_lr0.1"), ("santurkar2018/vgg_dln", "bn_lr0.1"),
                   ("wuhe2018/batch_sweep", "bn_n32"), ("wuhe2018/batch_sweep", "bn_n2")]
     keys = ["model.name", "model.depth", "model.init", "data.name", "data.batch_size", "data.train_subset",
-            "data.test_subset",
-            "optim.lr", "optim.momentum", "train.steps", "train.eval_every"]
+            "data.test_subset", "optim.lr", "optim.momentum", "train.steps", "train.eval_every"]
     for (label, overrides), suite_run in zip(WHOLE_RUN_CASES.items(), suite_runs, strict=True):
         case, run = compose(overrides), planned[suite_run]
         expected = {k: OmegaConf.select(run, k) for k in keys}
